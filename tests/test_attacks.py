@@ -8,7 +8,10 @@ from pst_fast.data.format import write_dataset
 from pst_fast.errors import PstFastError
 
 SMALL = {"em": dict(steps=2, train_steps=2, max_rounds=1, batch_size=64),
-         "em-class": dict(steps=2, train_steps=2, max_rounds=1, batch_size=64)}
+         "em-class": dict(steps=2, train_steps=2, max_rounds=1, batch_size=64),
+         "rem": dict(steps=2, samples=2, adv_steps=2, train_steps=4, perturb_every=2, batch_size=32),
+         "tap": dict(steps=4, restarts=2, surrogate_epochs=1, batch_size=64),
+         "hypo": dict(steps=3, surrogate_epochs=1, batch_size=64)}
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +73,21 @@ def test_existing_output(clean, tmp_path):
     (tmp_path / "o").mkdir()
     with pytest.raises(PstFastError, match="output directory exists"):
         poison("random", str(clean), str(tmp_path / "o"), progress=False)
+
+
+def test_tap_reuses_a_trained_surrogate_and_reports_success(clean, tmp_path):
+    from pst_fast.training import train
+
+    train(data=str(clean), model="fastnet-small", epochs=1, batch_size=60, device="cpu", quiet=True, out=str(tmp_path / "run"))
+    poison("tap", str(clean), str(tmp_path / "p"), seed=0, progress=False, steps=3, restarts=1,
+           surrogate_init=str(tmp_path / "run" / "model.pt"))
+    gen = data.load(tmp_path / "p").meta["generation"]
+    assert gen["surrogate_init"].endswith("model.pt") and 0.0 <= gen["success_rate"] <= 1.0
+    with pytest.raises(PstFastError, match="--surrogate-init .*no such file"):
+        poison("tap", str(clean), str(tmp_path / "q"), progress=False, surrogate_init=str(tmp_path / "missing.pt"))
+
+
+def test_surrogate_must_be_clean(clean, tmp_path):
+    poison("random", str(clean), str(tmp_path / "p"), progress=False)
+    with pytest.raises(PstFastError, match="must be trained on clean data"):
+        poison("hypo", str(tmp_path / "p"), str(tmp_path / "q"), progress=False, steps=1)

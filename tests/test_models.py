@@ -109,3 +109,21 @@ def test_compiles_without_graph_breaks(name):
     x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["fastnet", "fastnet-small", "resnet18", "mobilenetv2", "vgg16"])
+def test_fold_batchnorm_matches_eval(name):
+    from pst_fast.models import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = create_model(name)
+    for m in model.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    folded = fold_batchnorm(model)
+    x = torch.randn(4, 3, 32, 32)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(not p.requires_grad for p in folded.parameters()) and all(p.requires_grad for p in model.parameters())
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)

@@ -11,7 +11,9 @@ import time
 
 from .. import data
 from ..errors import PstFastError
+from . import adversarial as _adv
 from . import em as _em
+from . import rem as _rem
 from . import synthetic as _syn
 from .base import AttackSpec, Poison, params_from, save_poison
 
@@ -20,6 +22,9 @@ ATTACKS: dict[str, AttackSpec] = {
     for s in [
         AttackSpec("em", _em.em, _em.EMParams, "linf", "error-minimizing noise, sample-wise (min-min bilevel)", "Huang et al., ICLR 2021"),
         AttackSpec("em-class", _em.em_class, _em.EMClassParams, "linf", "error-minimizing noise, one δ per class", "Huang et al., ICLR 2021"),
+        AttackSpec("rem", _rem.rem, _rem.REMParams, "linf", "robust error-minimizing noise (min-min-max vs adversarial training)", "Fu et al., ICLR 2022"),
+        AttackSpec("tap", _adv.tap, _adv.TAPParams, "linf", "targeted adversarial poisoning toward (y+1) mod K vs a clean surrogate", "Fowl et al., NeurIPS 2021"),
+        AttackSpec("hypo", _adv.hypo, _adv.HYPOParams, "linf", "hypocritical perturbations: PGD descent vs a fixed clean surrogate", "Tao et al., NeurIPS 2021"),
         AttackSpec("lsp", _syn.lsp, _syn.LSPParams, "l2", "linearly separable patches, L2 radius eps*sqrt(HWC)", "Yu et al., KDD 2022"),
         AttackSpec("ops", _syn.ops, _syn.OPSParams, "l0", "one-pixel shortcut: one pixel per class set to an extreme colour", "Wu et al., ICLR 2023"),
         AttackSpec("ar", _syn.ar, _syn.ARParams, "l2", "autoregressive per-class processes, L2 = eps per image", "Sandoval-Segura et al., NeurIPS 2022"),
@@ -56,4 +61,4 @@ def poison(attack: str, data_name: str = "cifar10-mini", out: str | None = None,
     seconds = time.perf_counter() - t0
     result.info["generation_seconds"] = seconds
     save_poison(out, spec, p, seed, train, test, result)
-    return {"attack": attack, "out": str(out), "seconds": seconds, "params": dataclasses.asdict(p), **{k: v for k, v in result.info.items() if k in ("rounds", "stopped")}}
+    return {"attack": attack, "out": str(out), "seconds": seconds, "params": dataclasses.asdict(p), **{k: v for k, v in result.info.items() if k in ("rounds", "stopped", "success_rate")}}

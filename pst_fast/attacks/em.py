@@ -1,7 +1,7 @@
 """Error-minimizing noise (Huang et al., ICLR 2021, "Unlearnable Examples"), sample-wise and class-wise.
 
 The official min-min loop: repeat { M surrogate SGD steps on x+δ (train mode, no augmentation);
-a PGD-descent sweep over the whole training set (eval mode) } until the surrogate's accuracy on the
+a PGD-descent sweep over the whole training set (eval mode; BatchNorm folded into the convs) } until the surrogate's accuracy on the
 poisoned training set (eval mode, no augmentation) reaches ``stop_acc``. Sample-wise δ starts uniform in
 [-ε, ε]; class-wise δ (one per class) is updated per batch to the mean of its samples' PGD results,
 clamped to the ball, exactly as the official universal-perturbation loop does. ``max_rounds`` caps the
@@ -17,33 +17,35 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.format import ImageDataset
+from ..options import opt
 from ..models import create_model
 from .base import Poison, effective_delta, quantize
-from .engine import PGD, Surrogate, accuracy_on, gather, perturb
+from .engine import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, surrogate_name
 
 
 @dataclass
 class EMParams:
-    eps: float = 8 / 255          # L-inf budget
-    step_size: float = 0.8 / 255  # PGD step (official 0.8/255)
-    steps: int = 20               # PGD steps per batch in each sweep (official 20)
-    train_steps: int = 10         # M: surrogate SGD steps between sweeps (official 10)
-    stop_acc: float = 0.99        # stop when the surrogate fits the poisoned set this well (class-wise default 0.9)
-    max_rounds: int = 20          # cap on rounds; reaching it is reported
-    model: str = "fastnet"        # surrogate (the official code uses resnet18; fastnet is the CPU default)
-    lr: float = 0.1               # surrogate SGD (momentum 0.9, weight decay 5e-4, as the official)
-    batch_size: int = 512
+    eps: float = opt(8 / 255, "L-inf budget")
+    step_size: float = opt(0.8 / 255, "PGD step (official 0.8/255)")
+    steps: int = opt(20, "PGD steps per batch in each sweep (official 20)")
+    train_steps: int = opt(10, "M: surrogate SGD steps between sweeps (official 10)")
+    stop_acc: float = opt(0.99, "stop when the surrogate fits the poisoned set this well (class-wise default 0.9)")
+    max_rounds: int = opt(20, "cap on rounds; reaching it is reported")
+    model: str = opt("auto", "surrogate; auto = resnet18 (official) on CUDA, fastnet-small on CPU")
+    compile: bool = opt(False, "torch.compile the frozen surrogate of the sweeps")
+    lr: float = opt(0.1, "surrogate SGD (momentum 0.9, weight decay 5e-4, as the official)")
+    batch_size: int = opt(512, "images per PGD batch")
 
 
 @dataclass
 class EMClassParams(EMParams):
-    stop_acc: float = 0.9
+    stop_acc: float = opt(0.9, "stop when the surrogate fits the poisoned set this well (class-wise official 0.9)")
 
 
 def _surrogate(train: ImageDataset, p: EMParams, device) -> tuple[Surrogate, torch.optim.Optimizer]:
-    model = create_model(p.model, num_classes=train.num_classes).to(device, memory_format=torch.channels_last)
+    model = create_model(surrogate_name(p.model, device), num_classes=train.num_classes).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
-    return Surrogate(model, train.meta["mean"], train.meta["std"], device), opt
+    return Surrogate(model, train.meta["mean"], train.meta["std"], device, compile=p.compile), opt
 
 
 def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", class_wise: bool = False, progress: bool = True) -> Poison:
@@ -57,26 +59,23 @@ def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", 
     delta = (torch.rand((k if class_wise else n, c, h, w), generator=g, device=device) * 2 - 1) * p.eps
     delta_of = (lambda idx: delta[labels[idx]]) if class_wise else (lambda idx: delta[idx])
     pgd = PGD(steps=p.steps, step_size=p.step_size, eps=p.eps, direction=-1)
-    order, cursor = torch.randperm(n, generator=g, device=device), 0
+    batches = cycle_batches(n, p.batch_size, g, device)
     history = []
     bar = tqdm(range(p.max_rounds), desc=f"em{'-class' if class_wise else ''}", disable=not progress, unit="round")
     for rnd in bar:
         surrogate.model.train()
         for _ in range(p.train_steps):  # M steps on the poisoned data, cycling through a seeded order
-            if cursor + p.batch_size > n:
-                order, cursor = torch.randperm(n, generator=g, device=device), 0
-            idx = order[cursor : cursor + p.batch_size]
-            cursor += p.batch_size
+            idx = next(batches)
             x = (gather(images, idx) + delta_of(idx)).clamp_(0, 1)
             loss = F.cross_entropy(surrogate(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        surrogate.model.eval()
+        frozen = surrogate.frozen()  # BN folded into the convs: the sweep's weights are fixed
         for start in range(0, n, p.batch_size):  # the sweep, in dataset order as the official loop
             idx = torch.arange(start, min(start + p.batch_size, n), device=device)
             d = delta_of(idx).clone()
-            perturb(surrogate, gather(images, idx), d, labels[idx], pgd)
+            perturb(frozen, gather(images, idx), d, labels[idx], pgd)
             if class_wise:  # each class's δ becomes the mean of its samples' results, clamped to the ball
                 y = labels[idx]
                 sums = torch.zeros_like(delta).index_add_(0, y, d)
@@ -85,7 +84,7 @@ def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", 
                 delta[seen] = (sums[seen] / counts[seen]).clamp_(-p.eps, p.eps)
             else:
                 delta[idx] = d
-        acc = accuracy_on(surrogate, images, labels, delta_of)
+        acc = accuracy_on(frozen, images, labels, delta_of)
         history.append(acc)
         bar.set_postfix(acc=f"{acc:.3f}")
         if acc >= p.stop_acc:
@@ -93,7 +92,7 @@ def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", 
     clean = np.asarray(train.images)
     per_sample = delta_of(torch.arange(n, device=device)).permute(0, 2, 3, 1).cpu().numpy()
     poisoned = quantize(clean, per_sample)
-    info = {"rounds": len(history), "surrogate_acc": history, "stopped": "stop_acc" if history[-1] >= p.stop_acc else "max_rounds"}
+    info = {"surrogate": surrogate_name(p.model, device), "rounds": len(history), "surrogate_acc": history, "stopped": "stop_acc" if history[-1] >= p.stop_acc else "max_rounds"}
     return Poison(poisoned, effective_delta(clean, poisoned), info)
 
 

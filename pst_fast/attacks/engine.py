@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..models.fold import fold_batchnorm
 from ..ops.augment import augment_batch
 from ..ops.pgd import pgd_step_
 
@@ -20,10 +21,12 @@ from ..ops.pgd import pgd_step_
 class PGD:
     """One PGD attack: ``steps`` updates of size ``step_size`` inside the ``norm`` ball of radius ``eps``.
 
-    direction -1 descends the loss (error-minimizing), +1 ascends it (error-maximizing / adversarial).
-    ``eot`` averages the input gradient over that many random crop+flip draws (expectation over transforms).
-    ``early_exit`` stops updating a sample once the surrogate classifies it as wanted (correct for
-    descent or targeted attacks, wrong for untargeted ascent).
+    direction -1 descends the loss (error-minimizing, or targeted toward ``target``), +1 ascends it
+    (error-maximizing / adversarial). ``random_start`` draws δ uniformly in the L∞ ball first.
+    ``schedule`` 'multistep' multiplies the step by 0.1 at 3/8, 5/8 and 7/8 of the steps.
+    ``augment`` passes every draw through a random crop (pad 4) + flip, and ``eot`` averages the input
+    gradient over that many draws (expectation over transforms). ``early_exit`` stops updating a sample
+    once the surrogate classifies it as wanted (as ``target`` for descent, not as it for ascent).
     """
 
     steps: int
@@ -31,21 +34,67 @@ class PGD:
     eps: float
     norm: str = "linf"
     direction: int = -1
+    random_start: bool = False
+    schedule: str = "constant"
+    augment: bool = False
     eot: int = 1
     early_exit: bool = False
 
+    def step_at(self, i: int) -> float:
+        if self.schedule == "constant":
+            return self.step_size
+        return self.step_size * 0.1 ** sum(i >= self.steps * f for f in (3 / 8, 5 / 8, 7 / 8))
+
 
 class Surrogate:
-    """A model that takes images in [0, 1]: normalization by the dataset's mean/std happens here."""
+    """A model that takes images in [0, 1]: normalization by the dataset's mean/std happens here.
 
-    def __init__(self, model: torch.nn.Module, mean, std, device, channels_last: bool = True):
+    ``frozen()`` gives the fixed-weight view every PGD sweep and accuracy pass uses: BatchNorm folded into
+    the convs (eval mode, no parameter gradients), compiled once when ``compile=True`` (later calls only
+    copy the new weights in, so the compiled graph is reused).
+    """
+
+    def __init__(self, model: torch.nn.Module, mean, std, device, channels_last: bool = True, compile: bool = False):
         self.model = model
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.compile = compile
+        self._folded: torch.nn.Module | None = None
+        self._view: Surrogate | None = None
 
     def __call__(self, x01: torch.Tensor) -> torch.Tensor:
         return self.model(((x01 - self.mean) / self.std).contiguous(memory_format=self.fmt))
+
+    def frozen(self) -> "Surrogate":
+        folded = fold_batchnorm(self.model)
+        if self._folded is None:
+            self._folded = folded
+            view = Surrogate(torch.compile(folded) if self.compile else folded, (), (), "cpu")
+            view.mean, view.std, view.fmt = self.mean, self.std, self.fmt
+            self._view = view
+        else:
+            with torch.no_grad():
+                for dst, src in zip(self._folded.state_dict().values(), folded.state_dict().values()):
+                    dst.copy_(src)
+        return self._view
+
+
+def surrogate_name(name: str, device) -> str:
+    """``auto`` resolves to the papers' resnet18 on CUDA and to fastnet-small (~14 MFLOPs/image) on CPU."""
+    if name != "auto":
+        return name
+    return "resnet18" if torch.device(device).type == "cuda" else "fastnet-small"
+
+
+def cycle_batches(n: int, batch_size: int, generator: torch.Generator, device):
+    """Endless (batch_size,) index batches: a seeded permutation, redrawn when fewer than a batch remain."""
+    order, cursor = torch.randperm(n, generator=generator, device=device), 0
+    while True:
+        if cursor + batch_size > n:
+            order, cursor = torch.randperm(n, generator=generator, device=device), 0
+        yield order[cursor : cursor + batch_size]
+        cursor += batch_size
 
 
 def gather(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -67,19 +116,19 @@ def random_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator | Non
     return xp.gather(2, rows.expand(B, x.shape[1], H, xp.shape[3])).gather(3, cols[:, None, None, :].expand(B, x.shape[1], H, W))
 
 
-def input_gradient(surrogate: Surrogate, x: torch.Tensor, delta: torch.Tensor, target: torch.Tensor, eot: int,
+def input_gradient(surrogate: Surrogate, x: torch.Tensor, delta: torch.Tensor, target: torch.Tensor, pgd: PGD,
                    generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(d loss / d δ averaged over ``eot`` draws, logits of the last draw); no parameter gradients are computed."""
+    """(d loss / d δ averaged over ``pgd.eot`` draws, logits of the last draw); no parameter gradients are computed."""
     d = delta.detach().requires_grad_(True)
     grad = torch.zeros_like(delta)
-    for _ in range(eot):
+    for _ in range(pgd.eot):
         xin = x + d
-        if eot > 1:
+        if pgd.augment:
             xin = random_crop_flip(xin, 4, generator)
         logits = surrogate(xin)
         loss = F.cross_entropy(logits, target)
         grad += torch.autograd.grad(loss, d)[0]
-    return grad / eot, logits.detach()
+    return grad / pgd.eot, logits.detach()
 
 
 def perturb(surrogate: Surrogate, x: torch.Tensor, delta: torch.Tensor, target: torch.Tensor, pgd: PGD,
@@ -87,23 +136,27 @@ def perturb(surrogate: Surrogate, x: torch.Tensor, delta: torch.Tensor, target: 
     """Run ``pgd.steps`` fused updates on ``delta`` (B, C, H, W) in place and return it.
 
     ``target`` is the label the loss is computed against (true labels, or the target class of a
-    targeted attack, which then descends). Call with the surrogate in the mode the attack wants (eval).
+    targeted attack, which then descends). Pass a ``frozen()`` surrogate (eval mode, fixed weights).
+    With ``pgd.random_start`` the incoming ``delta`` is replaced by a uniform draw in the ball.
     """
+    if pgd.random_start:
+        u = torch.rand(delta.shape, generator=generator, device=delta.device, dtype=delta.dtype)
+        delta.copy_(((u * 2 - 1) * pgd.eps + x).clamp_(0, 1) - x)
     active = None
-    for _ in range(pgd.steps):
-        grad, logits = input_gradient(surrogate, x, delta, target, pgd.eot, generator)
+    for i in range(pgd.steps):
+        grad, logits = input_gradient(surrogate, x, delta, target, pgd, generator)
         if pgd.early_exit:
             hit = logits.argmax(1) == target
             active = ~hit if pgd.direction < 0 else hit
             if not bool(active.any()):
                 break
-        pgd_step_(delta, x, grad, pgd.step_size, pgd.eps, pgd.norm, pgd.direction, active=active)
+        pgd_step_(delta, x, grad, pgd.step_at(i), pgd.eps, pgd.norm, pgd.direction, active=active)
     return delta
 
 
 @torch.no_grad()
 def accuracy_on(surrogate: Surrogate, images: torch.Tensor, labels: torch.Tensor, delta_of, batch_size: int = 1000) -> float:
-    """Surrogate accuracy on clamp(x + δ, 0, 1) over the whole resident dataset (no augmentation).
+    """Accuracy of ``surrogate`` (pass a ``frozen()`` view) on clamp(x + δ, 0, 1) over the resident dataset, no augmentation.
 
     ``delta_of(idx)`` returns the (B, C, H, W) perturbation of rows ``idx``.
     """

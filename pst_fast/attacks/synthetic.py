@@ -18,6 +18,7 @@ import numpy as np
 
 from ..data.format import ImageDataset
 from ..errors import PstFastError
+from ..options import opt
 from .base import Poison, effective_delta, quantize
 
 
@@ -36,9 +37,9 @@ def _l2_normalize(noise: np.ndarray, norm: float) -> np.ndarray:
 
 @dataclass
 class LSPParams:
-    eps: float = 6 / 255        # L-inf-equivalent strength; L2 radius = eps * sqrt(H W C) (official default 6/255)
-    patch_size: int = 8         # side of each constant patch (official: 8 for 32x32)
-    class_sep: float = 10.0     # distance of the class clusters (sklearn make_classification's class_sep)
+    eps: float = opt(6 / 255, "L-inf-equivalent strength; L2 radius = eps * sqrt(H W C) (official default 6/255)")
+    patch_size: int = opt(8, "side of each constant patch (official: 8 for 32x32)")
+    class_sep: float = opt(10.0, "distance of the class clusters (sklearn make_classification's class_sep)")
 
 
 def lsp(train: ImageDataset, p: LSPParams, seed: int, **_) -> Poison:
@@ -67,7 +68,7 @@ def lsp(train: ImageDataset, p: LSPParams, seed: int, **_) -> Poison:
 
 @dataclass
 class OPSParams:
-    pixels: int = 1             # pixels changed per image (the paper's one-pixel shortcut uses 1)
+    pixels: int = opt(1, "pixels changed per image (the paper's one-pixel shortcut uses 1)")
 
 
 def ops(train: ImageDataset, p: OPSParams, seed: int, **_) -> Poison:
@@ -98,10 +99,10 @@ def ops(train: ImageDataset, p: OPSParams, seed: int, **_) -> Poison:
 
 @dataclass
 class ARParams:
-    eps: float = 1.0            # L2 norm of each image's perturbation (official default 1.0)
-    crop: int = 4               # generated at (H+crop)x(W+crop), the first crop rows/cols dropped (official: 36 -> 32)
-    max_tries: int = 1000       # redraws of a class's coefficients whose process diverges (see ar())
-    max_peak: float = 0.25      # a draw is degenerate if one value carries more than this fraction of the L2 norm
+    eps: float = opt(1.0, "L2 norm of each image's perturbation (official default 1.0)")
+    crop: int = opt(4, "generated at (H+crop)x(W+crop), the first crop rows/cols dropped (official: 36 -> 32)")
+    max_tries: int = opt(1000, "redraws of a class's coefficients whose process diverges (see ar())")
+    max_peak: float = opt(0.25, "a draw is degenerate if one value carries more than this fraction of the L2 norm")
 
 
 def _ar_signal(coef: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -158,9 +159,9 @@ def ar(train: ImageDataset, p: ARParams, seed: int, **_) -> Poison:
 
 @dataclass
 class CUDAParams:
-    blur: float = 0.3           # kernel entries ~ U(0, blur) (official blur_parameter 0.3 for CIFAR)
-    kernel_size: int = 3
-    center: float = 1.0         # one random entry of each kernel is set to this value
+    blur: float = opt(0.3, "kernel entries ~ U(0, blur) (official blur_parameter 0.3 for CIFAR)")
+    kernel_size: int = opt(3, "side of each blur kernel")
+    center: float = opt(1.0, "one random entry of each kernel is set to this value")
 
 
 def cuda(train: ImageDataset, p: CUDAParams, seed: int, **_) -> Poison:
@@ -190,13 +191,13 @@ def cuda(train: ImageDataset, p: CUDAParams, seed: int, **_) -> Poison:
 
 @dataclass
 class NoiseParams:
-    eps: float = 8 / 255        # L-inf budget
+    eps: float = opt(8 / 255, "L-inf budget")
 
 
 @dataclass
 class RegionParams:
-    eps: float = 8 / 255        # L-inf budget
-    regions: int = 4            # the image is split into regions x regions blocks, each with its own ±eps sign per class
+    eps: float = opt(8 / 255, "L-inf budget")
+    regions: int = opt(4, "the image is split into regions x regions blocks, each with its own ±eps sign per class")
 
 
 def random_noise(train: ImageDataset, p: NoiseParams, seed: int, **_) -> Poison:

@@ -1,4 +1,5 @@
-"""fastnet: the CPU default — a small 4-stage residual net (widths 16-32-64-128), ~57 MFLOPs per image.
+"""fastnet: the CPU default — a small 4-stage residual net (widths 16-32-64-128), ~57 MFLOPs per image;
+fastnet-small (8-16-32-64, ~14 MFLOPs) is the CPU default surrogate of the optimization-based attacks.
 
 stem: conv3x3-BN-ReLU at 32x32 (width w0). Each stage s1, s2, s3: conv3x3-BN-ReLU to the next width at
 the incoming resolution, 2x2 max-pool, then one residual block (two conv3x3-BN, ReLU after the sum) at the
@@ -32,3 +33,8 @@ class FastNet(BlockModel):
 @register_model
 def fastnet(num_classes: int = 10, widths: tuple[int, int, int, int] = (16, 32, 64, 128)) -> FastNet:
     return FastNet(num_classes, widths)
+
+
+@register_model
+def fastnet_small(num_classes: int = 10) -> FastNet:
+    return FastNet(num_classes, (8, 16, 32, 64))

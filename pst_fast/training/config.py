@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 from ..errors import PstFastError
-
-
-def opt(default, help: str, choices=None):
-    return field(default=default, metadata={"help": help, "choices": choices})
+from ..options import opt
 
 
 @dataclass
