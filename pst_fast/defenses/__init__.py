@@ -5,8 +5,9 @@ from typing import Callable
 
 from ..errors import PstFastError
 from ..training.hooks import Hooks
+from .pst import pst_hooks
 
-DEFENSES: dict[str, Callable] = {"standard": lambda cfg: Hooks()}
+DEFENSES: dict[str, Callable] = {"standard": lambda cfg: Hooks(), "pst": pst_hooks}
 
 
 def defense_hooks(name: str, cfg) -> Hooks:

@@ -12,23 +12,32 @@ from .vit import Attention
 
 def count_flops(model: nn.Module, image_size: int, in_chans: int = 3) -> int:
     """FLOPs of one forward pass on a single zero image of ``in_chans × image_size × image_size`` (eval mode)."""
-    total = 0
+    return sum(_flops(model, image_size, in_chans, {}).values())
+
+
+def block_flops(model, image_size: int, in_chans: int = 3) -> dict[str, int]:
+    """Forward FLOPs of each block of a :class:`BlockModel` for one image, shallow to deep."""
+    return _flops(model, image_size, in_chans, dict(model.blocks.items()))
+
+
+def _flops(model: nn.Module, image_size: int, in_chans: int, buckets: dict[str, nn.Module]) -> dict[str, int]:
+    """FLOPs per bucket (the named sub-modules in ``buckets``; everything under ``''`` when empty)."""
+    totals = {name: 0 for name in buckets} or {"": 0}
+    current = [next(iter(totals))]
 
     def conv(m: nn.Conv2d, inp, out):
-        nonlocal total
-        total += 2 * out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        totals[current[0]] += 2 * out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
 
     def linear(m: nn.Linear, inp, out):
-        nonlocal total
-        total += 2 * out.numel() * m.in_features
+        totals[current[0]] += 2 * out.numel() * m.in_features
 
     def attention(m: Attention, inp, out):  # q @ kᵀ and attn @ v: 2 matmuls of tokens² × dim MACs
-        nonlocal total
         tokens, dim = inp[0].shape[-2:]
-        total += 2 * 2 * tokens * tokens * dim
+        totals[current[0]] += 2 * 2 * tokens * tokens * dim
 
     hooks = {nn.Conv2d: conv, nn.Linear: linear, Attention: attention}
     handles = [m.register_forward_hook(hook) for m in model.modules() for cls, hook in hooks.items() if isinstance(m, cls)]
+    handles += [b.register_forward_pre_hook(lambda m, inp, name=name: current.__setitem__(0, name)) for name, b in buckets.items()]
     param = next(model.parameters())
     was_training = model.training
     model.eval()
@@ -39,4 +48,4 @@ def count_flops(model: nn.Module, image_size: int, in_chans: int = 3) -> int:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return int(total)
+    return totals

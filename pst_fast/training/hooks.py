@@ -4,6 +4,8 @@
 - ``make_optimizer(groups, cfg) -> Optimizer``: replaces the default SGD/AdamW (e.g. a freeze-aware one).
 - ``loss(model, x, y, state) -> Tensor``: replaces ``cross_entropy(model(x), y)`` (augmentation defenses,
   adversarial training, staged losses). Must return the mean loss; may set ``state.logits`` for accuracy.
+- ``prepare_train(dataset) -> dataset``: once, before training: replaces the training split (e.g. ISS
+  compression of every image); must keep its length, labels and uint8 (N, H, W, C) images.
 - ``on_step(state)``: after every optimizer step.
 - ``on_epoch_end(state)``: after evaluation; may add fields to ``state.log`` (written to metrics.jsonl)
   and may set ``state.stop = True``.
@@ -29,6 +31,8 @@ class TrainState:
     logits: torch.Tensor | None = None
     log: dict = field(default_factory=dict)
     stop: bool = False
+    mean: torch.Tensor | None = None   # (1, C, 1, 1) normalization of the batches the loss hook sees:
+    std: torch.Tensor | None = None    # x_normalized = (x01 - mean) / std
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Hooks:
     param_groups: Callable | None = None
     make_optimizer: Callable | None = None
     loss: Callable | None = None
+    prepare_train: Callable | None = None
     on_step: list[Callable] = field(default_factory=list)
     on_epoch_end: list[Callable] = field(default_factory=list)
 
@@ -45,6 +50,7 @@ class Hooks:
             param_groups=other.param_groups or self.param_groups,
             make_optimizer=other.make_optimizer or self.make_optimizer,
             loss=other.loss or self.loss,
+            prepare_train=other.prepare_train or self.prepare_train,
             on_step=self.on_step + other.on_step,
             on_epoch_end=self.on_epoch_end + other.on_epoch_end,
         )

@@ -11,7 +11,6 @@ from tqdm.auto import tqdm
 
 from .. import data
 from ..data.loader import DeviceLoader
-from ..defenses import defense_hooks
 from ..errors import PstFastError
 from ..models import create_model
 from .config import TrainConfig
@@ -90,8 +89,12 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
     run.open()
     if run.finished:
         return run.summary()
+    from ..defenses import defense_hooks  # defenses build on the trainer's hooks: imported at call time
+
     hooks = defense_hooks(cfg.defense, cfg).merged(hooks or Hooks())
     train_ds, test_ds = load_splits(cfg)
+    if hooks.prepare_train is not None:
+        train_ds = hooks.prepare_train(train_ds)
     model, channels_last = build_model(cfg, train_ds.num_classes, device)
     groups = (hooks.param_groups or block_param_groups)(model, cfg)
     opt = (hooks.make_optimizer or make_optimizer)(groups, cfg)
@@ -107,10 +110,14 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
             raise PstFastError(f"{run.file('checkpoint.pt')}: has {ckpt['num_classes']} classes, --data {cfg.data} has {train_ds.num_classes}")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
+        if hasattr(opt, "sync_requires_grad"):
+            opt.sync_requires_grad()
     fwd = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None) if cfg.compile else model
     amp = autocast(device, cfg)
     steps_per_epoch, total_steps = len(loader), cfg.epochs * len(loader)
-    state = TrainState(model=model, optimizer=opt, cfg=cfg, step=start_epoch * steps_per_epoch)
+    state = TrainState(model=model, optimizer=opt, cfg=cfg, step=start_epoch * steps_per_epoch,
+                       mean=torch.tensor(norm["mean"], device=device).view(1, -1, 1, 1),
+                       std=torch.tensor(norm["std"], device=device).view(1, -1, 1, 1))
     history = run.metrics()
     train_seconds = sum(l["epoch_seconds"] for l in history)
     t_run = time.perf_counter()

@@ -6,6 +6,7 @@ import math
 import torch
 
 from ..errors import PstFastError
+from .freeze import FreezeAwareAdamW, FreezeAwareSGD
 
 DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}
 
@@ -28,11 +29,12 @@ def block_param_groups(model, cfg) -> list[dict]:
 
 
 def make_optimizer(groups: list[dict], cfg) -> torch.optim.Optimizer:
+    """The trainer's optimizer: freeze-aware SGD (nesterov) or AdamW over ``groups`` (numerically torch's own)."""
     name, lr = resolve_optimizer(cfg)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+        return FreezeAwareSGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
+        return FreezeAwareAdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
     raise PstFastError(f"--optimizer {name!r}: expected sgd or adamw")
 
 

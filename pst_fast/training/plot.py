@@ -32,3 +32,29 @@ def plot_curves(lines: list[dict], path: str | Path, title: str = "") -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
+
+
+def plot_trace(trace: list[dict], events: list[dict], path: str | Path, title: str = "") -> None:
+    """Detector traces of a staged run: train/probe accuracy and every block's ACM against epochs, with
+    a vertical line at each stage transition. ``trace`` rows: {epoch, train-acc, probe-acc, acm1/B, acm4/B}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [t["epoch"] for t in trace]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for ax, keys, label in ((axes[0], ("train-acc", "probe-acc"), "accuracy"),
+                            (axes[1], [k for k in trace[0] if k.startswith("acm1/")], "ACM, global pool"),
+                            (axes[2], [k for k in trace[0] if k.startswith("acm4/")], "ACM, 4x4 pool")):
+        for k in keys:
+            ax.plot(ep, [t[k] for t in trace], lw=1.2, label=k.split("/")[-1])
+        for e in events:
+            ax.axvline(e["epoch"], color="gray", ls=":", lw=1)
+            ax.annotate(e["stage"], (e["epoch"], 0.02), rotation=90, fontsize=7, color="gray")
+        ax.set_xlabel("epoch"), ax.set_ylabel(label), ax.set_ylim(0, 1), ax.grid(alpha=0.3), ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

@@ -1,0 +1,76 @@
+"""PST training step: stem + first stage frozen (no gradients, no optimizer work, no backward through the
+frozen prefix) against the full backward, eager and compiled, same run, same batch.
+
+Each row is one optimizer step (forward, loss, backward, step) through PST's own loss hook and the
+freeze-aware SGD, at batch 128, channels_last, float32 on CPU; printed with the ratio to the full
+eager step and the achieved fraction of the measured float32 matmul peak (FLOPs: forward 1×, backward
+2× for trainable blocks, 1× input-gradient only for none — frozen prefixes cost forward only).
+
+Usage: python benchmarks/pst_step.py [--models fastnet,resnet18] [--batch 128] [--no-compile]
+"""
+import argparse
+
+import torch
+
+from pst_fast.benchmark import matmul_peak_gflops, measure, ratio_text
+from pst_fast.defenses.pst import PSTParams, StagedTraining, schedule
+from pst_fast.models import create_model
+from pst_fast.models.flops import block_flops
+from pst_fast.training import TrainConfig, TrainState
+from pst_fast.training.optim import block_param_groups, make_optimizer
+
+
+def stepper(name: str, frozen: tuple[str, ...], compiled: bool, batch: int):
+    torch.manual_seed(0)
+    cfg = TrainConfig(data="unused", model=name, compile=compiled, defense="pst")
+    model = create_model(name).to(memory_format=torch.channels_last).train()
+    opt = make_optimizer(block_param_groups(model, cfg), cfg)
+    st = StagedTraining(cfg, PSTParams(shallow="+".join(frozen) if frozen else "auto"))
+    st.stages = schedule(st.p, list(model.blocks.keys()))
+    st.index = 1 if frozen else 0
+    for b in frozen:
+        opt.freeze(b)
+    state = TrainState(model=model, optimizer=opt, cfg=cfg)
+    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+    fwd = torch.compile(model) if compiled else model
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        st.loss(fwd, x, y, state).backward()
+        opt.step()
+
+    return step, model
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="fastnet,resnet18")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-compile", action="store_true")
+    args = ap.parse_args()
+    peak = matmul_peak_gflops()
+    print(f"PST step, batch {args.batch}, float32 CPU, {torch.get_num_threads()} threads; matmul peak {peak:.1f} GFLOP/s")
+    for name in args.models.split(","):
+        blocks = list(create_model(name).blocks.keys())
+        frozen = tuple(blocks[:2])
+        fl = list(block_flops(create_model(name), 32).values())
+        k = len(frozen)
+        work = {(): 3 * sum(fl) - fl[0], frozen: sum(fl[:k]) + 3 * sum(fl[k:]) - fl[k]}  # no input grad below the first trainable block
+        print(f"\n{name}: frozen = {'+'.join(frozen)} ({100 * sum(fl[:k]) / sum(fl):.0f}% of the forward FLOPs)")
+        print(f"{'configuration':<34} {'ms/step':>9} {'spread':>8} {'GFLOP/s':>8} {'of peak':>8}  vs full eager")
+        base = None
+        for compiled in ([False] if args.no_compile else [False, True]):
+            for fz in ((), frozen):
+                step, _ = stepper(name, fz, compiled, args.batch)
+                t = measure(step, repeat=args.repeat, warmup=3)
+                base = base or t
+                gf = work[fz] * args.batch / t.median / 1e9
+                label = f"{'compiled' if compiled else 'eager'}, {'frozen ' + '+'.join(fz) if fz else 'full backward'}"
+                ratio = "1.00x" if t is base else ratio_text(t, base)
+                print(f"{label:<34} {1e3 * t.median:9.1f} {1e3 * t.spread:8.1f} {gf:8.1f} {100 * gf / peak:7.1f}%  {ratio}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""Progressive Staged Training (Dang et al., arXiv 2306.02064): hold back the shallow blocks when the trap closes.
+
+On unlearnable examples the shallow blocks learn the perturbation shortcut first and pass it on, trapping
+the model. PST trains in **stages**; a stage says which blocks are frozen, each block's learning-rate
+multiplier, the loss, and how it ends (a detector trigger or an epoch). The default schedule:
+
+1. ``learn``: every block trains; every ``check_every`` steps the detectors run (training accuracy since
+   the last check, probe accuracy, and the activation-cluster measurement of every block on a fixed probe
+   subset, see :mod:`.probe`) and the held-back blocks are snapshotted. It ends when the ``trigger``
+   detector crosses its threshold within the first ``window`` epochs.
+2. ``hold``: the held-back (``shallow``) blocks are rolled back to their snapshot from ``rollback``
+   checks before the trigger and frozen (BatchNorm statistics too); optionally the deeper blocks or the
+   head are re-initialized; the stage loss applies. Ends at ``thaw_epoch`` (or never).
+3. ``thaw`` (if ``thaw_epoch`` > 0): the held-back blocks train again at ``thaw_lr`` × the scheduled lr.
+
+If the trigger never fires (clean data) the run is exactly standard training plus the detector passes.
+Freezing uses the freeze-aware optimizer (no gradients, no state, no weight decay for frozen blocks) and
+the frozen prefix runs under no_grad, so backward starts at the first trainable block. With ``--compile``
+each frozen set gets its own compiled graph (requires_grad is never flipped under a live graph).
+Every transition (epoch, step, detector value, actions) goes to metrics.jsonl, ``pst.json`` and ``pst.png``.
+"""
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import data
+from ..errors import PstFastError
+from ..io import atomic_write_json
+from ..options import opt
+from ..training.hooks import Hooks, TrainState
+from ..training.plot import plot_trace
+from .probe import Probe
+
+
+@dataclass
+class PSTParams:
+    shallow: str = opt("auto", "blocks held back when the trap is detected, '+'-separated; auto = the first 3 blocks (fastnet: stem+s1+s2)")
+    trigger: str = opt("train-acc:0.6", "DETECTOR:THRESHOLD ending stage 1; detectors: train-acc, probe-acc, acm1/BLOCK, acm4/BLOCK")
+    window: float = opt(2.0, "epochs from the start in which the trigger may fire (a later rise is ordinary learning)")
+    check_every: int = opt(20, "optimizer steps between detector passes and snapshots")
+    rollback: int = opt(1, "restore the held-back blocks to the snapshot this many checks before the trigger (0 = as they are)")
+    reinit: str = opt("none", "re-initialize after the trigger: none, head, or deep (every block after the held-back ones)")
+    thaw_epoch: float = opt(0.0, "epoch at which the held-back blocks train again (0 = never)")
+    thaw_lr: float = opt(0.1, "learning-rate multiplier of thawed blocks")
+    loss: str = opt("ce", "loss after the trigger: ce (the run's label smoothing) or ce-plain (none)")
+    probe_size: int = opt(500, "training images in the fixed detector probe (class-balanced)")
+
+
+@dataclass
+class Stage:
+    """Frozen blocks, per-block lr multipliers, loss, how the stage ends ('trigger', 'epoch:E', 'end'), entry actions."""
+
+    name: str
+    frozen: tuple[str, ...] = ()
+    lr_scale: dict[str, float] = field(default_factory=dict)
+    loss: str = "ce"
+    until: str = "end"
+    enter: tuple[str, ...] = ()
+
+
+def parse_args(text: str, cls):
+    """``'key=value,key=value'`` -> ``cls(**values)``, typed by the dataclass defaults; one-line errors."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise PstFastError(f"--defense-args {item!r}: expected key=value with key one of {', '.join(fields)}")
+        default = fields[key].default
+        try:
+            values[key] = type(default)(raw) if not isinstance(default, bool) else raw.lower() in ("1", "true", "yes", "on")
+        except ValueError:
+            raise PstFastError(f"--defense-args {key}={raw!r}: expected a {type(default).__name__}") from None
+    return cls(**values)
+
+
+def schedule(p: PSTParams, blocks: list[str]) -> list[Stage]:
+    """The default three-stage schedule for a model with ``blocks`` (shallow to deep)."""
+    shallow = tuple(blocks[:3]) if p.shallow == "auto" else tuple(p.shallow.split("+"))
+    unknown = [b for b in shallow if b not in blocks]
+    if unknown or not shallow or blocks[-1] in shallow:
+        raise PstFastError(f"--defense-args shallow={p.shallow!r}: expected '+'-separated blocks among {', '.join(blocks[:-1])}")
+    if p.reinit not in ("none", "head", "deep") or p.loss not in ("ce", "ce-plain"):
+        raise PstFastError(f"--defense-args reinit={p.reinit!r} loss={p.loss!r}: expected reinit none|head|deep, loss ce|ce-plain")
+    enter = (("rollback",) if p.rollback > 0 else ()) + (() if p.reinit == "none" else (f"reinit-{p.reinit}",))
+    stages = [Stage("learn", until="trigger"),
+              Stage("hold", frozen=shallow, loss=p.loss, enter=enter, until=f"epoch:{p.thaw_epoch}" if p.thaw_epoch > 0 else "end")]
+    if p.thaw_epoch > 0:
+        stages.append(Stage("thaw", lr_scale={b: p.thaw_lr for b in shallow}, loss=p.loss))
+    return stages
+
+
+class StagedTraining:
+    """Runs a stage schedule inside the trainer through its hooks (``hooks()``)."""
+
+    def __init__(self, cfg, p: PSTParams):
+        self.cfg, self.p = cfg, p
+        self.detector, _, threshold = p.trigger.rpartition(":")
+        try:
+            self.threshold = float(threshold)
+        except ValueError:
+            raise PstFastError(f"--defense-args trigger={p.trigger!r}: expected DETECTOR:THRESHOLD, e.g. train-acc:0.6") from None
+        self.stages: list[Stage] | None = None
+        self.index = 0
+        self.events: list[dict] = []
+        self.trace: list[dict] = []
+        self.snapshots: collections.deque = collections.deque(maxlen=p.rollback + 1)
+        self.compiled: dict[tuple, object] = {}
+        self.correct = self.seen = 0
+        self.probe: Probe | None = None
+        self.steps_per_epoch = 1
+        self.reported = 0
+
+    # ----------------------------------------------------------------- setup
+    def _setup(self, state: TrainState, x: torch.Tensor) -> None:
+        model, cfg = state.model, self.cfg
+        names = list(model.blocks.keys())
+        self.stages = schedule(self.p, names)
+        if self.detector not in ("train-acc", "probe-acc") and self.detector.split("/", 1)[-1] not in names:
+            raise PstFastError(f"--defense-args trigger={self.p.trigger!r}: unknown detector (train-acc, probe-acc, acm1/BLOCK, acm4/BLOCK)")
+        train = data.load(cfg.data, "train", verify=False)
+        self.steps_per_epoch = max(1, len(train) // cfg.batch_size)
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        self.probe = Probe(train, self.p.probe_size, cfg.seed, state.mean.flatten().tolist(), state.std.flatten().tolist(), x.device, channels_last)
+        saved = self._file("pst.json")
+        if state.step > 0 and saved is not None and saved.is_file():  # resumed run: continue the stage we were in
+            s = json.loads(saved.read_text())
+            self.index, self.events, self.trace = s["stage"], s["events"], s["trace"]
+
+    def _file(self, name: str) -> Path | None:
+        return Path(self.cfg.out) / name if self.cfg.out else None
+
+    @property
+    def stage(self) -> Stage:
+        return self.stages[self.index]
+
+    # ----------------------------------------------------------------- forward
+    def _prefix(self, model) -> int:
+        """Number of leading blocks frozen in the current stage."""
+        k = 0
+        for name in model.blocks.keys():
+            if name not in self.stage.frozen:
+                break
+            k += 1
+        return k
+
+    def _suffix(self, model, k: int):
+        if not self.cfg.compile:
+            return lambda h: model.forward_from(h, k)
+        key = (k, self.stage.frozen)
+        if key not in self.compiled:  # one graph per frozen set; flags never change under a compiled graph
+            self.compiled[key] = torch.compile(lambda h: model.forward_from(h, k))
+        return self.compiled[key]
+
+    def loss(self, fwd, x, y, state: TrainState) -> torch.Tensor:
+        if self.stages is None:
+            self._setup(state, x)
+        model = state.model
+        for name in self.stage.frozen:
+            model.blocks[name].eval()
+        k = self._prefix(model)
+        if k == 0 and not self.stage.frozen:
+            logits = fwd(x)
+        else:
+            h = x
+            with torch.no_grad():
+                for block in list(model.blocks.values())[:k]:
+                    h = block(h)
+            logits = self._suffix(model, k)(h)
+        state.logits = logits
+        self.correct += (logits.argmax(1) == y).sum()
+        self.seen += len(y)
+        smoothing = self.cfg.label_smoothing if self.stage.loss == "ce" else 0.0
+        return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+
+    # ----------------------------------------------------------------- detectors and transitions
+    def on_step(self, state: TrainState) -> None:
+        if state.step % self.p.check_every:
+            return
+        model = state.model
+        scores = self.probe.scores(model)
+        model.train()
+        for name in self.stage.frozen:
+            model.blocks[name].eval()
+        scores["train-acc"] = float(self.correct) / max(1, self.seen)
+        scores["probe-acc"] = scores.pop("probe_acc")
+        self.correct = self.seen = 0
+        epoch = state.step / self.steps_per_epoch
+        self.trace.append({"step": state.step, "epoch": round(epoch, 4), "stage": self.stage.name, **scores})
+        held = self.stages[1].frozen
+        self.snapshots.append({b: copy.deepcopy(model.blocks[b].state_dict()) for b in held})
+        until = self.stage.until
+        if until == "trigger" and epoch <= self.p.window and scores[self.detector] >= self.threshold:
+            self._advance(state, epoch, scores[self.detector])
+        elif until.startswith("epoch:") and epoch >= float(until.split(":", 1)[1]):
+            self._advance(state, epoch, None)
+
+    def _advance(self, state: TrainState, epoch: float, value: float | None) -> None:
+        model, opt = state.model, state.optimizer
+        self.index += 1
+        stage, names = self.stage, list(model.blocks.keys())
+        actions = []
+        for action in stage.enter:
+            if action == "rollback":
+                snap = self.snapshots[0]
+                for b, sd in snap.items():
+                    model.blocks[b].load_state_dict(sd)
+                actions.append(f"rollback {'+'.join(snap)} {len(self.snapshots) - 1} check(s)")
+            else:
+                deep = names[names.index(stage.frozen[-1]) + 1 :] if action == "reinit-deep" else names[-1:]
+                for b in deep:
+                    for m in model.blocks[b].modules():
+                        if hasattr(m, "reset_parameters"):
+                            m.reset_parameters()
+                        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                            m.reset_running_stats()
+                    for p in model.blocks[b].parameters():
+                        opt.state.pop(p, None)
+                actions.append(f"reinit {'+'.join(deep)}")
+        for g in opt.param_groups:
+            name = g.get("name")
+            if name in stage.frozen:
+                opt.freeze(name)
+                for p in g["params"]:
+                    opt.state.pop(p, None)  # a rolled-back block must not resume with momentum from the trap
+            elif g.get("frozen"):
+                opt.unfreeze(name)
+            g["lr_scale"] = stage.lr_scale.get(name, 1.0)
+        if stage.frozen:
+            actions.append(f"freeze {'+'.join(stage.frozen)}")
+        if stage.lr_scale:
+            actions.append(", ".join(f"lr {b}×{s:g}" for b, s in stage.lr_scale.items()))
+        event = {"epoch": round(epoch, 4), "step": state.step, "stage": stage.name, "detector": self.detector if value is not None else "epoch",
+                 "value": value, "actions": actions}
+        self.events.append(event)
+        self.snapshots.clear()
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.stages is None:
+            return
+        new = self.events[self.reported :]
+        self.reported = len(self.events)
+        state.log["pst_stage"] = self.stage.name
+        if new:
+            state.log["events"] = [f"{e['stage']} @{e['epoch']:.2f}" for e in new]
+        if self.trace:
+            state.log["pst"] = {k: v for k, v in self.trace[-1].items() if k not in ("step", "epoch", "stage")}
+        path = self._file("pst.json")
+        if path is not None:
+            atomic_write_json(path, {"params": dataclasses.asdict(self.p), "stage": self.index, "events": self.events, "trace": self.trace})
+            plot_trace(self.trace, self.events, self._file("pst.png"), title=f"PST on {self.cfg.data} ({self.cfg.model})")
+
+    def hooks(self) -> Hooks:
+        return Hooks(loss=self.loss, on_step=[self.on_step], on_epoch_end=[self.on_epoch_end])
+
+
+def pst_hooks(cfg) -> Hooks:
+    return StagedTraining(cfg, parse_args(cfg.defense_args, PSTParams)).hooks()

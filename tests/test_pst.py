@@ -1,0 +1,127 @@
+"""Progressive Staged Training: stage transitions, frozen-prefix execution, compiled stage switches, ACM."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pst_fast.data.format import write_dataset
+from pst_fast.defenses.probe import fisher_ratio
+from pst_fast.defenses.pst import PSTParams, StagedTraining, parse_args, schedule
+from pst_fast.errors import PstFastError
+from pst_fast.models import create_model
+from pst_fast.training import TrainConfig, TrainState, train
+from pst_fast.training.optim import block_param_groups, make_optimizer
+
+
+@pytest.fixture(scope="module")
+def patch_poison(tmp_path_factory):
+    """A class-wise patch poison: noise images whose only class signal is a 4x4 corner patch of class colour."""
+    root = tmp_path_factory.mktemp("patch")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 256), ("test", 64)):
+        y = np.arange(n) % 4
+        x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        if split == "train":
+            x[:, :4, :4, :] = (40 + 50 * y)[:, None, None, None]
+        write_dataset(root / split, x, y.astype(np.int64), {"name": "patch", "split": split, "classes": list("abcd"), "source": "test"})
+    return root
+
+
+def run(root, tmp_path, name, **kw):
+    base = dict(data=str(root), model="fastnet-small", epochs=2, batch_size=32, quiet=True, warmup_epochs=0.5, out=str(tmp_path / name))
+    return train(**(base | kw))
+
+
+def test_fisher_ratio_extremes():
+    y = torch.arange(40) % 4
+    clustered = F.one_hot(y, 4).double() * 10 + 0.001 * torch.randn(40, 4, dtype=torch.float64)
+    assert fisher_ratio(clustered, y, 4) > 0.99
+    assert fisher_ratio(torch.randn(4000, 8), torch.arange(4000) % 4, 4) < 0.01
+    assert fisher_ratio(torch.ones(10, 3), torch.arange(10) % 2, 2) == 0.0
+
+
+def test_trigger_freezes_rolls_back_and_thaws(patch_poison, tmp_path):
+    s = run(patch_poison, tmp_path, "pst", defense="pst", epochs=3,
+            defense_args="trigger=train-acc:0.0,check_every=2,thaw_epoch=2,reinit=head")
+    state = json.loads((tmp_path / "pst" / "pst.json").read_text())
+    hold, thaw = state["events"]
+    assert hold["stage"] == "hold" and hold["step"] == 2 and "freeze stem+s1+s2" in hold["actions"]
+    assert any(a.startswith("rollback") for a in hold["actions"]) and "reinit head" in hold["actions"]
+    assert thaw["stage"] == "thaw" and thaw["epoch"] >= 2.0
+    assert (tmp_path / "pst" / "pst.png").stat().st_size > 0 and 0 <= s["final_test_acc"] <= 1
+    lines = [json.loads(l) for l in (tmp_path / "pst" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["pst_stage"] == "hold" and lines[-1]["pst_stage"] == "thaw" and "acm1/s1" in lines[0]["pst"]
+
+
+def test_frozen_blocks_do_not_change_while_held(patch_poison, tmp_path):
+    run(patch_poison, tmp_path, "held", defense="pst", defense_args="trigger=train-acc:0.0,check_every=2,rollback=0")
+    weights = torch.load(tmp_path / "held" / "model.pt", weights_only=True)
+    state = json.loads((tmp_path / "held" / "pst.json").read_text())
+    assert state["events"][0]["step"] == 2
+    # replay: the same seed and schedule, stopped right after the freeze, must hold the same shallow weights
+    run(patch_poison, tmp_path, "short", defense="pst", defense_args="trigger=train-acc:0.0,check_every=2,rollback=0", max_steps=3)
+    early = torch.load(tmp_path / "short" / "model.pt", weights_only=True)
+    for k in weights:
+        if k.startswith(("blocks.stem.", "blocks.s1.", "blocks.s2.")):
+            assert torch.equal(weights[k], early[k]), k
+    assert not all(torch.equal(weights[k], early[k]) for k in weights if k.startswith("blocks.s3."))
+
+
+def test_silent_trigger_is_exactly_standard_training(patch_poison, tmp_path):
+    a = run(patch_poison, tmp_path, "std")
+    b = run(patch_poison, tmp_path, "quiet", defense="pst", defense_args="trigger=train-acc:2.0,check_every=3")
+    assert a["final_test_acc"] == b["final_test_acc"]
+    wa, wb = (torch.load(tmp_path / n / "model.pt", weights_only=True) for n in ("std", "quiet"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_prefix_gradients_match_full_backward(compiled):
+    """After a stage switch the trainable blocks get exactly the gradients of a full backward (eager reference)."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(data="unused", model="fastnet-small", compile=compiled, defense="pst")
+    model = create_model("fastnet-small")
+    ref = create_model("fastnet-small")
+    ref.load_state_dict(model.state_dict())
+    opt = make_optimizer(block_param_groups(model, cfg), cfg)
+    st = StagedTraining(cfg, PSTParams())
+    st.stages = schedule(st.p, list(model.blocks.keys()))
+    state = TrainState(model=model, optimizer=opt, cfg=cfg)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    fwd = torch.compile(model) if compiled else model
+    model.train(), ref.train()
+    for stage in (0, 1, 0, 1):  # learn -> hold -> back: every switch must use the right graph
+        st.index = stage
+        model.train()  # as the loop does each epoch; the loss hook puts frozen blocks back in eval mode
+        for name in model.blocks.keys():
+            (opt.freeze if name in st.stage.frozen else opt.unfreeze)(name)
+            ref.blocks[name].train(name not in st.stage.frozen)
+            for p in ref.blocks[name].parameters():
+                p.requires_grad_(name not in st.stage.frozen)
+        opt.zero_grad(set_to_none=True)
+        st.loss(fwd, x, y, state).backward()
+        ref.zero_grad(set_to_none=True)
+        F.cross_entropy(ref(x).float(), y, label_smoothing=cfg.label_smoothing).backward()
+        for (n, p), q in zip(model.named_parameters(), ref.parameters()):
+            if any(n.startswith(f"blocks.{b}.") for b in st.stage.frozen):
+                assert p.grad is None, n
+            else:
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("args, match", [
+    ("trigger=nonsense", "expected DETECTOR:THRESHOLD"),
+    ("colour=red", "expected key=value with key one of"),
+    ("check_every=often", "expected a int"),
+    ("shallow=stem+head", "expected '\\+'-separated blocks"),
+])
+def test_bad_defense_args(args, match, patch_poison, tmp_path):
+    with pytest.raises(PstFastError, match=match):
+        run(patch_poison, tmp_path, "bad", defense="pst", defense_args=args, max_steps=1)
+
+
+def test_parse_args_types():
+    p = parse_args("thaw_epoch=3.5, rollback=2,shallow=stem+s1", PSTParams)
+    assert p.thaw_epoch == 3.5 and p.rollback == 2 and p.shallow == "stem+s1"
