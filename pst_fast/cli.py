@@ -13,6 +13,10 @@ EPILOG = """examples:
   pst-fast data import ../shared/data/cifar10-jpeg.tar.gz --out data/cifar10
   pst-fast data info cifar10-mini
   pst-fast data show cifar10-mini --n 16 --out grid.png
+  pst-fast attacks
+  pst-fast poison --attack em --data cifar10-mini --out poisons/em
+  pst-fast train --data poisons/em --defense pst --out runs/em-pst
+  pst-fast defenses
 """
 
 
@@ -93,6 +97,16 @@ def cmd_attacks(args) -> None:
         print(f"{spec.name:<13} {spec.norm:<5} {spec.summary}  [{spec.reference}]\n{'':<19} defaults: {defaults}")
 
 
+def cmd_defenses(args) -> None:
+    from .defenses import DEFENSE_PARAMS, DEFENSES
+
+    for name, build in DEFENSES.items():
+        print(f"{name:<14} {(build.__doc__ or '').strip().splitlines()[0]}")
+        for f in (dataclasses.fields(DEFENSE_PARAMS[name]) if name in DEFENSE_PARAMS else ()):
+            print(f"{'':<16}{f.name}={f.default}  {f.metadata.get('help', '')}")
+    print("\npass parameters as --defense-args 'key=value,key=value'")
+
+
 def attack_parser(name: str) -> argparse.ArgumentParser:
     from .attacks import get_attack
 
@@ -149,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     at = sub.add_parser("attacks", help="list attacks with their norms, budgets and defaults", formatter_class=Formatter)
     at.set_defaults(func=cmd_attacks)
+
+    de = sub.add_parser("defenses", help="list training-time defenses and their --defense-args parameters", formatter_class=Formatter)
+    de.set_defaults(func=cmd_defenses)
 
     m = sub.add_parser("models", help="list registered models with parameter counts and FLOPs per image", formatter_class=Formatter)
     m.add_argument("--num-classes", type=int, default=10, help="classes of the head used for the counts")

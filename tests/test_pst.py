@@ -125,3 +125,16 @@ def test_bad_defense_args(args, match, patch_poison, tmp_path):
 def test_parse_args_types():
     p = parse_args("thaw_epoch=3.5, rollback=2,shallow=stem+s1", PSTParams)
     assert p.thaw_epoch == 3.5 and p.rollback == 2 and p.shallow == "stem+s1"
+
+
+def test_defenses_cli_lists_pst_parameters(capsys):
+    from pst_fast.cli import main
+
+    main(["defenses"])
+    out = capsys.readouterr().out
+    assert "pst " in out and "trigger=train-acc:0.6" in out and "standard " in out
+
+
+def test_args_for_a_defense_without_parameters(patch_poison, tmp_path):
+    with pytest.raises(PstFastError, match="takes no arguments"):
+        run(patch_poison, tmp_path, "bad", defense="standard", defense_args="x=1", max_steps=1)

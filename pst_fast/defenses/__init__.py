@@ -1,16 +1,28 @@
-"""Training-time defenses, by name: each maps a TrainConfig to the Hooks it adds to the training loop."""
+"""Training-time defenses, by name: each maps a TrainConfig to the Hooks it adds to the training loop.
+
+``DEFENSE_PARAMS`` names the parameter dataclass of the defenses that take ``--defense-args``.
+"""
 from __future__ import annotations
 
 from typing import Callable
 
 from ..errors import PstFastError
 from ..training.hooks import Hooks
-from .pst import pst_hooks
+from .pst import PSTParams, pst_hooks
 
-DEFENSES: dict[str, Callable] = {"standard": lambda cfg: Hooks(), "pst": pst_hooks}
+
+def standard(cfg) -> Hooks:
+    """Plain training: cross-entropy with the run's label smoothing, crop + flip."""
+    return Hooks()
+
+
+DEFENSES: dict[str, Callable] = {"standard": standard, "pst": pst_hooks}
+DEFENSE_PARAMS: dict[str, type] = {"pst": PSTParams}
 
 
 def defense_hooks(name: str, cfg) -> Hooks:
     if name not in DEFENSES:
         raise PstFastError(f"--defense {name!r}: unknown defense; expected one of {', '.join(sorted(DEFENSES))}")
+    if cfg.defense_args and name not in DEFENSE_PARAMS:
+        raise PstFastError(f"--defense-args {cfg.defense_args!r}: defense {name!r} takes no arguments")
     return DEFENSES[name](cfg)

@@ -264,4 +264,5 @@ class StagedTraining:
 
 
 def pst_hooks(cfg) -> Hooks:
+    """Progressive Staged Training: hold back the shallow blocks when a detector sees the trap close."""
     return StagedTraining(cfg, parse_args(cfg.defense_args, PSTParams)).hooks()
