@@ -62,6 +62,7 @@ def test_seeded(clean, tmp_path):
         ("random", {"eps": 2.0}, "eps=2.0 must lie in"),
         ("random", {"radius": 1}, "unknown parameter 'radius'"),
         ("lsp", {"patch_size": "big"}, "must be of type int"),
+        ("em-class", {"sweep_portion": 0.0, "max_rounds": 1}, "--sweep-portion 0.0: expected a fraction"),
     ],
 )
 def test_bad_input(attack, kw, match, clean, tmp_path):

@@ -1,11 +1,13 @@
 """Error-minimizing noise (Huang et al., ICLR 2021, "Unlearnable Examples"), sample-wise and class-wise.
 
-The official min-min loop: repeat { M surrogate SGD steps on x+δ (train mode, no augmentation);
-a PGD-descent sweep over the whole training set (eval mode; BatchNorm folded into the convs) } until the surrogate's accuracy on the
-poisoned training set (eval mode, no augmentation) reaches ``stop_acc``. Sample-wise δ starts uniform in
-[-ε, ε]; class-wise δ (one per class) is updated per batch to the mean of its samples' PGD results,
-clamped to the ball, exactly as the official universal-perturbation loop does. ``max_rounds`` caps the
-loop (the official one can run forever); hitting it is recorded in the poison's meta.
+The official min-min loop: repeat { M surrogate SGD steps on x+δ (train mode, no augmentation); a
+PGD-descent sweep over the training set (eval mode; BatchNorm folded into the convs) } until the
+surrogate's accuracy on the poisoned training set (eval mode, no augmentation) reaches ``stop_acc``.
+Sample-wise δ starts uniform in [-ε, ε]. Class-wise δ (one per class) is updated per batch to the mean of
+its samples' PGD results, clamped to the ball, as the official universal-perturbation loop does, with the
+official class-wise settings: one PGD step per batch, and the sweep and the stop-condition accuracy on a
+fixed seeded 20% subset of the training set (``sweep_portion``). ``max_rounds`` caps the loop (the
+official one can run forever); hitting it is recorded in the poison's meta.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.format import ImageDataset
+from ..errors import PstFastError
 from ..options import opt
 from ..models import create_model
 from .base import Poison, effective_delta, quantize
@@ -39,7 +42,9 @@ class EMParams:
 
 @dataclass
 class EMClassParams(EMParams):
+    steps: int = opt(1, "PGD steps per batch in each sweep (official class-wise 1)")
     stop_acc: float = opt(0.9, "stop when the surrogate fits the poisoned set this well (class-wise official 0.9)")
+    sweep_portion: float = opt(0.2, "fraction of the training set (a fixed seeded subset) swept and evaluated each round (official 0.2)")
 
 
 def _surrogate(train: ImageDataset, p: EMParams, device) -> tuple[Surrogate, torch.optim.Optimizer]:
@@ -59,6 +64,10 @@ def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", 
     delta = (torch.rand((k if class_wise else n, c, h, w), generator=g, device=device) * 2 - 1) * p.eps
     delta_of = (lambda idx: delta[labels[idx]]) if class_wise else (lambda idx: delta[idx])
     pgd = PGD(steps=p.steps, step_size=p.step_size, eps=p.eps, direction=-1)
+    portion = getattr(p, "sweep_portion", 1.0)
+    if not 0 < portion <= 1:
+        raise PstFastError(f"--sweep-portion {portion}: expected a fraction in (0, 1]")
+    swept = torch.randperm(n, generator=g, device=device)[: max(1, round(portion * n))].sort().values if portion < 1 else torch.arange(n, device=device)
     batches = cycle_batches(n, p.batch_size, g, device)
     history = []
     bar = tqdm(range(p.max_rounds), desc=f"em{'-class' if class_wise else ''}", disable=not progress, unit="round")
@@ -72,8 +81,8 @@ def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", 
             loss.backward()
             opt.step()
         frozen = surrogate.frozen()  # BN folded into the convs: the sweep's weights are fixed
-        for start in range(0, n, p.batch_size):  # the sweep, in dataset order as the official loop
-            idx = torch.arange(start, min(start + p.batch_size, n), device=device)
+        for start in range(0, len(swept), p.batch_size):  # the sweep, in dataset order as the official loop
+            idx = swept[start : start + p.batch_size]
             d = delta_of(idx).clone()
             perturb(frozen, gather(images, idx), d, labels[idx], pgd)
             if class_wise:  # each class's δ becomes the mean of its samples' results, clamped to the ball
@@ -84,7 +93,8 @@ def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", 
                 delta[seen] = (sums[seen] / counts[seen]).clamp_(-p.eps, p.eps)
             else:
                 delta[idx] = d
-        acc = accuracy_on(frozen, images, labels, delta_of)
+        sub = labels[swept]
+        acc = accuracy_on(frozen, images[swept], sub, (lambda i: delta[sub[i]]) if class_wise else (lambda i: delta[swept[i]]))
         history.append(acc)
         bar.set_postfix(acc=f"{acc:.3f}")
         if acc >= p.stop_acc:
