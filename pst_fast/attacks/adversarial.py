@@ -34,31 +34,25 @@ from .engine import PGD, Surrogate, accuracy_on, gather, perturb, surrogate_name
 
 
 @dataclass
-class TAPParams:
-    eps: float = opt(8 / 255, "L-inf budget")
-    step_size: float = opt(0.8 / 255, "signed step (ε/10), decayed ×0.1 at 3/8, 5/8, 7/8 of the steps")
-    steps: int = opt(250, "official 250")
-    restarts: int = opt(8, "random starts; each sample keeps its best")
-    targeted: bool = opt(True, "toward (y+1) mod K; False = away from y")
-    augment: bool = opt(True, "differentiable crop+flip at every step (as the official crafting)")
-    model: str = opt("auto", "surrogate; auto = resnet18 on CUDA, fastnet-small on CPU")
-    surrogate_epochs: int = opt(15, "clean training of the surrogate (the trainer's defaults otherwise)")
-    surrogate_init: str = opt("", "model.pt of an already trained surrogate (skips the training)")
-    batch_size: int = opt(512, "images per PGD batch")
-    compile: bool = opt(False, "torch.compile the frozen surrogate of the PGD sweeps")
-
-
-@dataclass
 class HYPOParams:
     eps: float = opt(8 / 255, "L-inf budget")
     step_size: float = opt(0.8 / 255, "signed PGD step")
     steps: int = opt(100, "PGD descent steps (toward the true label)")
     augment: bool = opt(True, "differentiable crop+flip at every step")
     model: str = opt("auto", "surrogate; auto = resnet18 on CUDA, fastnet-small on CPU")
-    surrogate_epochs: int = opt(10, "a briefly trained surrogate, as in the paper")
+    surrogate_epochs: int = opt(10, "clean training of the surrogate by the trainer (a briefly trained one, as in the paper)")
     surrogate_init: str = opt("", "model.pt of an already trained clean surrogate (skips the training)")
     batch_size: int = opt(512, "images per PGD batch")
     compile: bool = opt(False, "torch.compile the frozen surrogate of the PGD sweeps")
+
+
+@dataclass
+class TAPParams(HYPOParams):
+    step_size: float = opt(0.8 / 255, "signed step (ε/10), decayed ×0.1 at 3/8, 5/8, 7/8 of the steps")
+    steps: int = opt(250, "PGD steps (official 250)")
+    surrogate_epochs: int = opt(15, "clean training of the surrogate by the trainer")
+    restarts: int = opt(8, "random starts; each sample keeps its best")
+    targeted: bool = opt(True, "toward (y+1) mod K; False = away from y")
 
 
 def clean_surrogate(train: ImageDataset, p, seed: int, device, progress: bool) -> tuple[Surrogate, dict]:
