@@ -116,6 +116,8 @@ def test_prefix_gradients_match_full_backward(compiled):
     ("colour=red", "expected key=value with key one of"),
     ("check_every=often", "expected a int"),
     ("shallow=stem+head", "expected '\\+'-separated blocks"),
+    ("reinit=all", "expected reinit none\\|head\\|deep"),
+    ("check_every=0", "expected check_every ≥ 1"),
 ])
 def test_bad_defense_args(args, match, patch_poison, tmp_path):
     with pytest.raises(PstFastError, match=match):

@@ -89,8 +89,6 @@ def schedule(p: PSTParams, blocks: list[str]) -> list[Stage]:
     unknown = [b for b in shallow if b not in blocks]
     if unknown or not shallow or blocks[-1] in shallow:
         raise PstFastError(f"--defense-args shallow={p.shallow!r}: expected '+'-separated blocks among {', '.join(blocks[:-1])}")
-    if p.reinit not in ("none", "head", "deep") or p.loss not in ("ce", "ce-plain"):
-        raise PstFastError(f"--defense-args reinit={p.reinit!r} loss={p.loss!r}: expected reinit none|head|deep, loss ce|ce-plain")
     enter = (("rollback",) if p.rollback > 0 else ()) + (() if p.reinit == "none" else (f"reinit-{p.reinit}",))
     stages = [Stage("learn", until="trigger"),
               Stage("hold", frozen=shallow, loss=p.loss, enter=enter, until=f"epoch:{p.thaw_epoch}" if p.thaw_epoch > 0 else "end")]
@@ -103,6 +101,10 @@ class StagedTraining:
     """Runs a stage schedule inside the trainer through its hooks (``hooks()``)."""
 
     def __init__(self, cfg, p: PSTParams):
+        if p.reinit not in ("none", "head", "deep") or p.loss not in ("ce", "ce-plain"):
+            raise PstFastError(f"--defense-args reinit={p.reinit!r} loss={p.loss!r}: expected reinit none|head|deep, loss ce|ce-plain")
+        if p.check_every < 1 or p.rollback < 0 or p.probe_size < 1:
+            raise PstFastError(f"--defense-args check_every={p.check_every} rollback={p.rollback} probe_size={p.probe_size}: expected check_every ≥ 1, rollback ≥ 0, probe_size ≥ 1")
         self.cfg, self.p = cfg, p
         self.detector, _, threshold = p.trigger.rpartition(":")
         try:
