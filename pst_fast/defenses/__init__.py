@@ -8,6 +8,7 @@ from typing import Callable
 
 from ..errors import PstFastError
 from ..training.hooks import Hooks
+from .baselines import BASELINES
 from .pst import PSTParams, pst_hooks
 
 
@@ -16,8 +17,8 @@ def standard(cfg) -> Hooks:
     return Hooks()
 
 
-DEFENSES: dict[str, Callable] = {"standard": standard, "pst": pst_hooks}
-DEFENSE_PARAMS: dict[str, type] = {"pst": PSTParams}
+DEFENSES: dict[str, Callable] = {"standard": standard, "pst": pst_hooks} | {k: build for k, (build, _) in BASELINES.items()}
+DEFENSE_PARAMS: dict[str, type] = {"pst": PSTParams} | {k: params for k, (_, params) in BASELINES.items() if params}
 
 
 def defense_hooks(name: str, cfg) -> Hooks:

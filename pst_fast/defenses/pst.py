@@ -34,9 +34,11 @@ import torch.nn.functional as F
 from .. import data
 from ..errors import PstFastError
 from ..io import atomic_write_json
-from ..options import opt
+from ..options import opt, parse_defense_args
 from ..training.hooks import Hooks, TrainState
 from ..training.plot import plot_trace
+from . import transforms
+from .baselines import augment_normalized
 from .probe import Probe
 
 
@@ -51,36 +53,21 @@ class PSTParams:
     thaw_epoch: float = opt(0.0, "epoch at which the held-back blocks train again (0 = never)")
     thaw_lr: float = opt(0.1, "learning-rate multiplier of thawed blocks")
     loss: str = opt("ce", "loss after the trigger: ce (the run's label smoothing) or ce-plain (none)")
+    augment: str = opt("none", "batch augmentation after the trigger: none or ueraser (plasma, channel shuffle, TrivialAugment)")
     probe_size: int = opt(500, "training images in the fixed detector probe (class-balanced)")
 
 
 @dataclass
 class Stage:
-    """Frozen blocks, per-block lr multipliers, loss, how the stage ends ('trigger', 'epoch:E', 'end'), entry actions."""
+    """Frozen blocks, per-block lr multipliers, loss and batch augmentation, how the stage ends ('trigger', 'epoch:E', 'end'), entry actions."""
 
     name: str
     frozen: tuple[str, ...] = ()
     lr_scale: dict[str, float] = field(default_factory=dict)
     loss: str = "ce"
+    augment: str = "none"
     until: str = "end"
     enter: tuple[str, ...] = ()
-
-
-def parse_args(text: str, cls):
-    """``'key=value,key=value'`` -> ``cls(**values)``, typed by the dataclass defaults; one-line errors."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
-            raise PstFastError(f"--defense-args {item!r}: expected key=value with key one of {', '.join(fields)}")
-        default = fields[key].default
-        try:
-            values[key] = type(default)(raw) if not isinstance(default, bool) else raw.lower() in ("1", "true", "yes", "on")
-        except ValueError:
-            raise PstFastError(f"--defense-args {key}={raw!r}: expected a {type(default).__name__}") from None
-    return cls(**values)
 
 
 def schedule(p: PSTParams, blocks: list[str]) -> list[Stage]:
@@ -91,9 +78,9 @@ def schedule(p: PSTParams, blocks: list[str]) -> list[Stage]:
         raise PstFastError(f"--defense-args shallow={p.shallow!r}: expected '+'-separated blocks among {', '.join(blocks[:-1])}")
     enter = (("rollback",) if p.rollback > 0 else ()) + (() if p.reinit == "none" else (f"reinit-{p.reinit}",))
     stages = [Stage("learn", until="trigger"),
-              Stage("hold", frozen=shallow, loss=p.loss, enter=enter, until=f"epoch:{p.thaw_epoch}" if p.thaw_epoch > 0 else "end")]
+              Stage("hold", frozen=shallow, loss=p.loss, augment=p.augment, enter=enter, until=f"epoch:{p.thaw_epoch}" if p.thaw_epoch > 0 else "end")]
     if p.thaw_epoch > 0:
-        stages.append(Stage("thaw", lr_scale={b: p.thaw_lr for b in shallow}, loss=p.loss))
+        stages.append(Stage("thaw", lr_scale={b: p.thaw_lr for b in shallow}, loss=p.loss, augment=p.augment))
     return stages
 
 
@@ -101,8 +88,8 @@ class StagedTraining:
     """Runs a stage schedule inside the trainer through its hooks (``hooks()``)."""
 
     def __init__(self, cfg, p: PSTParams):
-        if p.reinit not in ("none", "head", "deep") or p.loss not in ("ce", "ce-plain"):
-            raise PstFastError(f"--defense-args reinit={p.reinit!r} loss={p.loss!r}: expected reinit none|head|deep, loss ce|ce-plain")
+        if p.reinit not in ("none", "head", "deep") or p.loss not in ("ce", "ce-plain") or p.augment not in ("none", "ueraser"):
+            raise PstFastError(f"--defense-args reinit={p.reinit!r} loss={p.loss!r} augment={p.augment!r}: expected reinit none|head|deep, loss ce|ce-plain, augment none|ueraser")
         if p.check_every < 1 or p.rollback < 0 or p.probe_size < 1:
             raise PstFastError(f"--defense-args check_every={p.check_every} rollback={p.rollback} probe_size={p.probe_size}: expected check_every ≥ 1, rollback ≥ 0, probe_size ≥ 1")
         self.cfg, self.p = cfg, p
@@ -169,6 +156,8 @@ class StagedTraining:
         model = state.model
         for name in self.stage.frozen:
             model.blocks[name].eval()
+        if self.stage.augment == "ueraser":
+            x = augment_normalized(x, state, transforms.ueraser, salt=11)
         k = self._prefix(model)
         if k == 0 and not self.stage.frozen:
             logits = fwd(x)
@@ -267,4 +256,4 @@ class StagedTraining:
 
 def pst_hooks(cfg) -> Hooks:
     """Progressive Staged Training: hold back the shallow blocks when a detector sees the trap close."""
-    return StagedTraining(cfg, parse_args(cfg.defense_args, PSTParams)).hooks()
+    return StagedTraining(cfg, parse_defense_args(cfg.defense_args, PSTParams)).hooks()

@@ -1,0 +1,209 @@
+"""Baseline defenses: adversarial training, ISS, UEraser, cutout, mixup, cutmix.
+
+Each ``name(cfg) -> Hooks`` reads its parameters from ``cfg.defense_args`` (dataclass below, shown by
+``pst-fast defenses``). Batch defenses see the loader's cropped, flipped, normalized batch; those that need
+pixels in [0, 1] undo the normalization with ``state.mean`` / ``state.std``. Their random draws come from a
+generator seeded by (run seed, step), so a resumed run draws what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..attacks.engine import PGD, perturb
+from ..errors import PstFastError
+from ..options import opt, parse_defense_args
+from ..training.hooks import Hooks, TrainState
+from . import transforms
+
+
+@dataclass
+class ATParams:
+    eps: float = opt(8 / 255, "L-inf radius of the training-time attack (pixels in [0, 1])")
+    step_size: float = opt(2 / 255, "PGD step size")
+    steps: int = opt(10, "PGD steps per batch (Madry et al.: 10)")
+
+
+@dataclass
+class JPEGParams:
+    quality: int = opt(10, "JPEG quality (ISS: 10)")
+
+
+@dataclass
+class BitDepthParams:
+    bits: int = opt(2, "bits kept per channel (ISS: 2)")
+
+
+@dataclass
+class CutoutParams:
+    size: int = opt(16, "side of the square cut out, pixels")
+
+
+@dataclass
+class MixParams:
+    alpha: float = opt(1.0, "Beta(alpha, alpha) distribution of the mixing weight")
+
+
+@dataclass
+class UEraserMaxParams:
+    repeats: int = opt(5, "augmented draws per image; the loss is the per-image maximum over them")
+    max_epochs: float = opt(10.0, "epochs with the max-over-draws loss (then one draw, as UEraser-Lite)")
+
+
+def _generator(state: TrainState, device, salt: int) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(state.cfg.seed * 1_000_003 + state.step * 7 + salt)
+    return g
+
+
+def _to01(x: torch.Tensor, state: TrainState) -> torch.Tensor:
+    return (x * state.std + state.mean).clamp_(0, 1)
+
+
+def _from01(x01: torch.Tensor, like: torch.Tensor, state: TrainState) -> torch.Tensor:
+    fmt = torch.channels_last if like.dim() == 4 and not like.is_contiguous() else torch.contiguous_format
+    return ((x01 - state.mean) / state.std).contiguous(memory_format=fmt)
+
+
+def _ce(logits: torch.Tensor, y: torch.Tensor, state: TrainState, reduction: str = "mean") -> torch.Tensor:
+    return F.cross_entropy(logits.float(), y, label_smoothing=state.cfg.label_smoothing, reduction=reduction)
+
+
+def _params(cfg, cls):
+    p = parse_defense_args(cfg.defense_args, cls)
+    for f in dataclasses.fields(p):
+        if getattr(p, f.name) <= 0:
+            raise PstFastError(f"--defense-args {f.name}={getattr(p, f.name)}: expected a positive value")
+    return p
+
+
+def adversarial_training(cfg) -> Hooks:
+    """Adversarial training (Madry et al. 2018): PGD-10, L-inf 8/255, step 2/255, random start, on every batch."""
+    p = _params(cfg, ATParams)
+    pgd = PGD(steps=p.steps, step_size=p.step_size, eps=p.eps, direction=1, random_start=True)
+
+    def loss(fwd, x, y, state):
+        model = state.model
+        x01 = _to01(x, state)
+        model.eval()  # the attack sees fixed BatchNorm statistics; only the input gradient is computed
+        delta = perturb(lambda z: model(_from01(z, x, state)), x01, torch.zeros_like(x01), y, pgd, _generator(state, x.device, 1))
+        model.train()
+        state.logits = fwd(_from01(x01 + delta, x, state))
+        return _ce(state.logits, y, state)
+
+    return Hooks(loss=loss)
+
+
+def _iss(transform) -> Hooks:
+    def prepare(ds):
+        return dataclasses.replace(ds, images=transform(ds.images))
+
+    return Hooks(prepare_train=prepare)
+
+
+def iss_jpeg(cfg) -> Hooks:
+    """ISS (Liu et al. 2023): JPEG-compress every training image once (quality 10)."""
+    p = _params(cfg, JPEGParams)
+    if p.quality > 95:
+        raise PstFastError(f"--defense-args quality={p.quality}: expected 1..95")
+    return _iss(lambda images: transforms.jpeg(images, p.quality))
+
+
+def iss_gray(cfg) -> Hooks:
+    """ISS (Liu et al. 2023): grayscale every training image once."""
+    return _iss(transforms.grayscale)
+
+
+def iss_bdr(cfg) -> Hooks:
+    """ISS (Liu et al. 2023): reduce every training image to 2 bits per channel once."""
+    p = _params(cfg, BitDepthParams)
+    if p.bits > 7:
+        raise PstFastError(f"--defense-args bits={p.bits}: expected 1..7")
+    return _iss(lambda images: transforms.bit_depth(images, p.bits))
+
+
+def augment_normalized(x: torch.Tensor, state: TrainState, augment, salt: int) -> torch.Tensor:
+    """``augment(x01, g)`` applied to a normalized batch ``x`` (same layout back); g is seeded by (seed, step, salt)."""
+    return _from01(augment(_to01(x, state), _generator(state, x.device, salt)), x, state)
+
+
+def _augmented(augment, salt: int) -> Hooks:
+    """Hooks training on ``augment(x01, g)`` of every batch."""
+
+    def loss(fwd, x, y, state):
+        state.logits = fwd(augment_normalized(x, state, augment, salt))
+        return _ce(state.logits, y, state)
+
+    return Hooks(loss=loss)
+
+
+def ueraser_lite(cfg) -> Hooks:
+    """UEraser-Lite (Qin et al. 2023): plasma brightness/contrast, channel shuffle and TrivialAugment, one draw per image."""
+    return _augmented(transforms.ueraser, 2)
+
+
+def ueraser_max(cfg) -> Hooks:
+    """UEraser-Max (Qin et al. 2023): the loss of the worst of 5 UEraser draws per image for the first 10 epochs."""
+    p = _params(cfg, UEraserMaxParams)
+
+    def loss(fwd, x, y, state):
+        g = _generator(state, x.device, 3)
+        x01 = _to01(x, state)
+        if state.epoch < p.max_epochs and p.repeats > 1:
+            # the gradient of max_k L_k is that of the worst draw: pick it without gradients, back-propagate once
+            draws = torch.stack([transforms.ueraser(x01, g) for _ in range(p.repeats)])
+            with torch.no_grad():
+                losses = torch.stack([_ce(fwd(_from01(d, x, state)), y, state, "none") for d in draws])
+            x01 = draws[losses.argmax(0), torch.arange(len(y), device=x.device)]
+        else:
+            x01 = transforms.ueraser(x01, g)
+        state.logits = fwd(_from01(x01, x, state))
+        return _ce(state.logits, y, state)
+
+    return Hooks(loss=loss)
+
+
+def cutout(cfg) -> Hooks:
+    """Cutout (DeVries & Taylor 2017): one 16x16 square per image set to the dataset mean."""
+    p = _params(cfg, CutoutParams)
+
+    def loss(fwd, x, y, state):
+        state.logits = fwd(transforms.cutout(x, p.size, _generator(state, x.device, 4)))
+        return _ce(state.logits, y, state)
+
+    return Hooks(loss=loss)
+
+
+def _mix(mode: str, salt: int):
+    def build(cfg) -> Hooks:
+        p = _params(cfg, MixParams)
+
+        def loss(fwd, x, y, state):
+            xm, perm, lam = transforms.mix_pairs(x, p.alpha, mode, _generator(state, x.device, salt))
+            state.logits = fwd(xm)
+            return lam * _ce(state.logits, y, state) + (1 - lam) * _ce(state.logits, y[perm], state)
+
+        return Hooks(loss=loss)
+
+    return build
+
+
+mixup = _mix("mixup", 5)
+mixup.__doc__ = "Mixup (Zhang et al. 2018): convex combinations of image pairs and their labels, weight ~ Beta(1, 1)."
+cutmix = _mix("cutmix", 6)
+cutmix.__doc__ = "CutMix (Yun et al. 2019): a box of another image pasted in, labels mixed by area, ~ Beta(1, 1)."
+
+BASELINES = {
+    "at": (adversarial_training, ATParams),
+    "iss-jpeg": (iss_jpeg, JPEGParams),
+    "iss-gray": (iss_gray, None),
+    "iss-bdr": (iss_bdr, BitDepthParams),
+    "ueraser-lite": (ueraser_lite, None),
+    "ueraser-max": (ueraser_max, UEraserMaxParams),
+    "cutout": (cutout, CutoutParams),
+    "mixup": (mixup, MixParams),
+    "cutmix": (cutmix, MixParams),
+}

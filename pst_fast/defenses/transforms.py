@@ -1,0 +1,248 @@
+"""Batched image transforms of the baseline defenses.
+
+Two kinds:
+
+- **dataset transforms** (ISS, Liu et al. 2023, "Image Shortcut Squeezing"): uint8 (N, H, W, C) -> uint8,
+  applied once before training (``Hooks.prepare_train``): ``jpeg``, ``grayscale``, ``bit_depth``.
+- **batch transforms**: float (B, C, H, W) tensors on the training device, every draw from a
+  ``torch.Generator`` (so runs are reproducible): ``cutout``, ``mix_pairs`` (mixup / cutmix), and the UEraser
+  (Qin et al. 2023) chain ``plasma_brightness``, ``plasma_contrast``, ``channel_shuffle``, ``trivial_augment``,
+  which work on images in [0, 1].
+"""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+# ---------------------------------------------------------------------- dataset transforms (uint8 NHWC)
+
+
+def jpeg(images: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode every image with libjpeg (Pillow) at ``quality`` (1..95), as ISS does."""
+    out = np.empty_like(images)
+    gray = images.shape[-1] == 1
+    for i, im in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(im[..., 0] if gray else im).save(buf, "JPEG", quality=quality)
+        buf.seek(0)
+        dec = np.asarray(Image.open(buf))
+        out[i] = dec[..., None] if gray else dec
+    return out
+
+
+def grayscale(images: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma (Pillow's ``convert('L')`` weights, rounded), repeated over the channels."""
+    if images.shape[-1] == 1:
+        return images.copy()
+    w = np.array([299, 587, 114], dtype=np.uint32)
+    luma = ((images[..., :3].astype(np.uint32) * w).sum(-1) + 500) // 1000
+    return np.repeat(luma.astype(np.uint8)[..., None], images.shape[-1], axis=-1)
+
+
+def bit_depth(images: np.ndarray, bits: int) -> np.ndarray:
+    """Quantize every channel to ``bits`` bits (2**bits levels spread over 0..255)."""
+    levels = (1 << bits) - 1
+    q = np.rint(images.astype(np.float32) * (levels / 255.0))
+    return np.rint(q * (255.0 / levels)).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------- batch transforms (float NCHW)
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g, device=device)
+
+
+def _seed(g: torch.Generator, device) -> int:
+    """A seed for a host-side draw, taken from ``g`` (keeps the run reproducible from one seed)."""
+    return int(torch.randint(0, 1 << 62, (1,), generator=g, device=device))
+
+
+def _coin(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=g, device=device) < p
+
+
+def cutout(x: torch.Tensor, size: int, g: torch.Generator, fill: float = 0.0) -> torch.Tensor:
+    """DeVries & Taylor 2017: one ``size`` x ``size`` square per image (centre uniform, may leave the image) set to ``fill``."""
+    B, _, H, W = x.shape
+    cy = torch.randint(0, H, (B, 1, 1), generator=g, device=x.device)
+    cx = torch.randint(0, W, (B, 1, 1), generator=g, device=x.device)
+    ys = torch.arange(H, device=x.device).view(1, H, 1)
+    xs = torch.arange(W, device=x.device).view(1, 1, W)
+    inside = (ys >= cy - size // 2) & (ys < cy - size // 2 + size) & (xs >= cx - size // 2) & (xs < cx - size // 2 + size)
+    return x.masked_fill(inside[:, None], fill)
+
+
+def mix_pairs(x: torch.Tensor, alpha: float, mode: str, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) of the batch with a permutation of itself.
+
+    Returns (mixed batch, permutation, λ): the loss is λ·CE(out, y) + (1-λ)·CE(out, y[perm]). λ ~ Beta(α, α),
+    one per batch; for cutmix it is corrected to the exact area kept.
+    """
+    B, _, H, W = x.shape
+    lam = float(np.random.default_rng(_seed(g, x.device)).beta(alpha, alpha))
+    perm = torch.randperm(B, generator=g, device=x.device)
+    if mode == "mixup":
+        return x * lam + x[perm] * (1 - lam), perm, lam
+    cut = math.sqrt(1 - lam)
+    h, w = int(H * cut), int(W * cut)
+    cy, cx = int(torch.randint(0, H, (1,), generator=g, device=x.device)), int(torch.randint(0, W, (1,), generator=g, device=x.device))
+    y0, y1 = max(cy - h // 2, 0), min(cy + h // 2, H)
+    x0, x1 = max(cx - w // 2, 0), min(cx + w // 2, W)
+    out = x.clone()
+    out[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
+    return out, perm, 1 - (y1 - y0) * (x1 - x0) / (H * W)
+
+
+# ---------------------------------------------------------------------- UEraser chain (images in [0, 1])
+
+
+def plasma(batch: int, h: int, w: int, roughness: torch.Tensor, g: torch.Generator, device) -> torch.Tensor:
+    """Fractal "plasma" noise (B, 1, H, W) in [0, 1]: octaves of bilinear value noise, the amplitude of each
+    finer octave multiplied by the per-image ``roughness`` (as the diamond-square algorithm does)."""
+    out = torch.zeros(batch, 1, h, w, device=device)
+    amp = torch.ones(batch, 1, 1, 1, device=device)
+    for octave in range(1, max(1, math.ceil(math.log2(max(h, w)))) + 1):
+        s = 2 ** octave + 1
+        noise = torch.rand(batch, 1, s, s, generator=g, device=device)
+        out += amp * F.interpolate(noise, size=(h, w), mode="bilinear", align_corners=True)
+        amp = amp * roughness.view(-1, 1, 1, 1)
+    lo = out.amin((2, 3), keepdim=True)
+    hi = out.amax((2, 3), keepdim=True)
+    return (out - lo) / (hi - lo).clamp_min(1e-6)
+
+
+def plasma_brightness(x: torch.Tensor, g: torch.Generator, p: float = 0.5, roughness=(0.3, 0.7), intensity=(0.5, 1.0)) -> torch.Tensor:
+    """Add a plasma field, centred, of per-image ``intensity`` to a random ``p`` of the images (kornia's RandomPlasmaBrightness idea)."""
+    B, _, H, W = x.shape
+    field = plasma(B, H, W, _uniform(B, *roughness, g, x.device), g, x.device) - 0.5
+    shift = field * _uniform(B, *intensity, g, x.device).view(-1, 1, 1, 1) * _coin(B, p, g, x.device).view(-1, 1, 1, 1)
+    return (x + shift).clamp_(0, 1)
+
+
+def plasma_contrast(x: torch.Tensor, g: torch.Generator, p: float = 0.5, roughness=(0.3, 0.7)) -> torch.Tensor:
+    """Scale each pixel's distance to the image mean by a plasma field in [0, 2] for a random ``p`` of the images."""
+    B, _, H, W = x.shape
+    factor = 2 * plasma(B, H, W, _uniform(B, *roughness, g, x.device), g, x.device)
+    factor = torch.where(_coin(B, p, g, x.device).view(-1, 1, 1, 1), factor, torch.ones_like(factor))
+    mean = x.mean((1, 2, 3), keepdim=True)
+    return (mean + (x - mean) * factor).clamp_(0, 1)
+
+
+def channel_shuffle(x: torch.Tensor, g: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Permute the channels of a random ``p`` of the images (one random permutation each)."""
+    B, C = x.shape[:2]
+    perm = torch.argsort(torch.rand(B, C, generator=g, device=x.device), dim=1)
+    perm = torch.where(_coin(B, p, g, x.device)[:, None], perm, torch.arange(C, device=x.device).expand(B, C))
+    return x.gather(1, perm.view(B, C, 1, 1).expand_as(x))
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def _blend(base: torch.Tensor, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return base + f.view(-1, 1, 1, 1) * (x - base)
+
+
+def _sharpen_base(x: torch.Tensor) -> torch.Tensor:
+    k = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], device=x.device, dtype=x.dtype) / 13
+    C = x.shape[1]
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k.expand(C, 1, 3, 3), groups=C)
+
+
+def _equalize(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel histogram equalization (Pillow's ImageOps.equalize rule), batched."""
+    B, C, H, W = x.shape
+    v = (x * 255).round_().long().reshape(B * C, H * W)
+    hist = torch.zeros(B * C, 256, device=x.device).scatter_add_(1, v, torch.ones_like(v, dtype=torch.float))
+    last = hist.gather(1, (v.amax(1, keepdim=True)))  # count of the largest value present
+    step = ((H * W - last) / 255).floor_()
+    lut = ((hist.cumsum(1) - hist + (step / 2).floor_()) / step.clamp_min(1)).floor_().clamp_(0, 255)
+    out = lut.gather(1, v).view(B, C, H, W) / 255
+    return torch.where((step == 0).view(B, C, 1, 1), x, out)
+
+
+def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def _geometric(kind: str, m: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """(n, 2, 3) sampling matrices in normalized coordinates for signed magnitudes ``m`` in [-1, 1]."""
+    theta = torch.zeros(len(m), 2, 3, device=m.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    if kind == "rotate":
+        a = m * math.radians(135)
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
+    elif kind == "shear_x":
+        theta[:, 0, 1] = m * 0.99
+    elif kind == "shear_y":
+        theta[:, 1, 0] = m * 0.99
+    elif kind == "translate_x":
+        theta[:, 0, 2] = m * 32 * 2 / W
+    else:
+        theta[:, 1, 2] = m * 32 * 2 / H
+    return theta
+
+
+def _color(kind: str, x: torch.Tensor, m: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """One colour op of TrivialAugment-Wide on images ``x`` with signed magnitudes ``m`` and levels in [0, 1]."""
+    f = 1 + 0.99 * m
+    if kind == "brightness":
+        return _blend(torch.zeros_like(x), x, f)
+    if kind == "color":
+        return _blend(_gray(x).expand_as(x), x, f)
+    if kind == "contrast":
+        return _blend(_gray(x).mean((1, 2, 3), keepdim=True).expand_as(x), x, f)
+    if kind == "sharpness":
+        return _blend(_sharpen_base(x), x, f)
+    if kind == "posterize":
+        bits = (8 - (level * 6).round()).long().view(-1, 1, 1, 1)
+        mask = (255 >> (8 - bits)) << (8 - bits)
+        return ((x * 255).round().long() & mask).float() / 255
+    if kind == "solarize":
+        t = (1 - level).view(-1, 1, 1, 1)
+        return torch.where(x >= t, 1 - x, x)
+    if kind == "autocontrast":
+        lo, hi = x.amin((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
+        return torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-6), x)
+    if kind == "equalize":
+        return _equalize(x)
+    return x
+
+
+TRIVIAL_OPS = ("identity", "brightness", "color", "contrast", "sharpness", "posterize", "solarize", "autocontrast",
+               "equalize", "rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+
+
+def trivial_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """TrivialAugment-Wide (Müller & Hutter 2021), batched: each image gets one op drawn uniformly from
+    ``TRIVIAL_OPS`` at a magnitude level drawn uniformly from 31 bins (and a random sign)."""
+    B, _, H, W = x.shape
+    op = torch.randint(0, len(TRIVIAL_OPS), (B,), generator=g, device=x.device)
+    level = torch.randint(0, 31, (B,), generator=g, device=x.device).float() / 30
+    sign = torch.randint(0, 2, (B,), generator=g, device=x.device).float() * 2 - 1
+    out = x.clone()
+    for k, kind in enumerate(TRIVIAL_OPS[1:], start=1):
+        rows = (op == k).nonzero().flatten()
+        if len(rows) == 0:
+            continue
+        sub, m = x[rows], (level * sign)[rows]
+        done = _affine(sub, _geometric(kind, m, H, W)) if kind in GEOMETRIC_OPS else _color(kind, sub, m, level[rows])
+        out[rows] = done.clamp(0, 1).to(out.dtype)
+    return out
+
+
+def ueraser(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """The UEraser chain on a batch in [0, 1]: plasma brightness, plasma contrast, channel shuffle (p 0.5 each),
+    then TrivialAugment."""
+    return trivial_augment(channel_shuffle(plasma_contrast(plasma_brightness(x, g), g), g), g)
