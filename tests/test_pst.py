@@ -56,13 +56,24 @@ def test_trigger_freezes_rolls_back_and_thaws(patch_poison, tmp_path):
     assert lines[0]["pst_stage"] == "hold" and lines[-1]["pst_stage"] == "thaw" and "acm1/s1" in lines[0]["pst"]
 
 
+def test_rollback_zero_restores_initial_shallow_blocks(patch_poison, tmp_path):
+    run(patch_poison, tmp_path, "init", defense="pst", defense_args="trigger=train-acc:0.0,check_every=2,rollback=0")
+    weights = torch.load(tmp_path / "init" / "model.pt", weights_only=True)
+    torch.manual_seed(0)
+    fresh = create_model("fastnet-small", num_classes=4).state_dict()
+    held = [k for k in weights if k.startswith(("blocks.stem.", "blocks.s1.", "blocks.s2."))]
+    assert held and all(torch.equal(weights[k], fresh[k]) for k in held)
+    events = json.loads((tmp_path / "init" / "pst.json").read_text())["events"]
+    assert "rollback stem+s1+s2 to epoch 0.00" in events[0]["actions"]
+
+
 def test_frozen_blocks_do_not_change_while_held(patch_poison, tmp_path):
-    run(patch_poison, tmp_path, "held", defense="pst", defense_args="trigger=train-acc:0.0,check_every=2,rollback=0")
+    run(patch_poison, tmp_path, "held", defense="pst", defense_args="trigger=train-acc:0.0,check_every=2,rollback=1")
     weights = torch.load(tmp_path / "held" / "model.pt", weights_only=True)
     state = json.loads((tmp_path / "held" / "pst.json").read_text())
     assert state["events"][0]["step"] == 2
     # replay: the same seed and schedule, stopped right after the freeze, must hold the same shallow weights
-    run(patch_poison, tmp_path, "short", defense="pst", defense_args="trigger=train-acc:0.0,check_every=2,rollback=0", max_steps=3)
+    run(patch_poison, tmp_path, "short", defense="pst", defense_args="trigger=train-acc:0.0,check_every=2,rollback=1", max_steps=3)
     early = torch.load(tmp_path / "short" / "model.pt", weights_only=True)
     for k in weights:
         if k.startswith(("blocks.stem.", "blocks.s1.", "blocks.s2.")):
@@ -119,6 +130,7 @@ def test_prefix_gradients_match_full_backward(compiled):
     ("shallow=stem+head", "expected '\\+'-separated blocks"),
     ("reinit=all", "expected reinit none\\|head\\|deep"),
     ("check_every=0", "expected check_every ≥ 1"),
+    ("rollback=1.5", "rollback in \\[0, 1\\]"),
 ])
 def test_bad_defense_args(args, match, patch_poison, tmp_path):
     with pytest.raises(PstFastError, match=match):
@@ -126,8 +138,8 @@ def test_bad_defense_args(args, match, patch_poison, tmp_path):
 
 
 def test_parse_args_types():
-    p = parse_defense_args("thaw_epoch=3.5, rollback=2,shallow=stem+s1", PSTParams)
-    assert p.thaw_epoch == 3.5 and p.rollback == 2 and p.shallow == "stem+s1"
+    p = parse_defense_args("thaw_epoch=3.5, rollback=0.5,shallow=stem+s1", PSTParams)
+    assert p.thaw_epoch == 3.5 and p.rollback == 0.5 and p.shallow == "stem+s1"
 
 
 def test_defenses_cli_lists_pst_parameters(capsys):

@@ -8,9 +8,10 @@ multiplier, the loss, and how it ends (a detector trigger or an epoch). The defa
    the last check, probe accuracy, and the activation-cluster measurement of every block on a fixed probe
    subset, see :mod:`.probe`) and the held-back blocks are snapshotted. It ends when the ``trigger``
    detector crosses its threshold within the first ``window`` epochs.
-2. ``hold``: the held-back (``shallow``) blocks are rolled back to their snapshot from ``rollback``
-   checks before the trigger and frozen (BatchNorm statistics too); optionally the deeper blocks or the
-   head are re-initialized; the stage loss applies. Ends at ``thaw_epoch`` (or never).
+2. ``hold``: the held-back (``shallow``) blocks are rolled back to their snapshot at ``rollback`` × the
+   trigger's epoch (the trap starts closing well before the detector sees it) and frozen (BatchNorm
+   statistics too); optionally the deeper blocks or the head are re-initialized; the stage loss and
+   augmentation apply. Ends at ``thaw_epoch`` (or never).
 3. ``thaw`` (if ``thaw_epoch`` > 0): the held-back blocks train again at ``thaw_lr`` × the scheduled lr.
 
 If the trigger never fires (clean data) the run is exactly standard training plus the detector passes.
@@ -21,7 +22,6 @@ Every transition (epoch, step, detector value, actions) goes to metrics.jsonl, `
 """
 from __future__ import annotations
 
-import collections
 import copy
 import dataclasses
 import json
@@ -48,7 +48,7 @@ class PSTParams:
     trigger: str = opt("train-acc:0.6", "DETECTOR:THRESHOLD ending stage 1; detectors: train-acc, probe-acc, acm1/BLOCK, acm4/BLOCK")
     window: float = opt(2.0, "epochs from the start in which the trigger may fire (a later rise is ordinary learning)")
     check_every: int = opt(20, "optimizer steps between detector passes and snapshots")
-    rollback: int = opt(1, "restore the held-back blocks to the snapshot this many checks before the trigger (0 = as they are)")
+    rollback: float = opt(0.25, "restore the held-back blocks to their snapshot at this fraction of the trigger's epoch (0 = initialization, 1 = as they are)")
     reinit: str = opt("none", "re-initialize after the trigger: none, head, or deep (every block after the held-back ones)")
     thaw_epoch: float = opt(0.0, "epoch at which the held-back blocks train again (0 = never)")
     thaw_lr: float = opt(0.1, "learning-rate multiplier of thawed blocks")
@@ -76,7 +76,7 @@ def schedule(p: PSTParams, blocks: list[str]) -> list[Stage]:
     unknown = [b for b in shallow if b not in blocks]
     if unknown or not shallow or blocks[-1] in shallow:
         raise PstFastError(f"--defense-args shallow={p.shallow!r}: expected '+'-separated blocks among {', '.join(blocks[:-1])}")
-    enter = (("rollback",) if p.rollback > 0 else ()) + (() if p.reinit == "none" else (f"reinit-{p.reinit}",))
+    enter = (("rollback",) if p.rollback < 1 else ()) + (() if p.reinit == "none" else (f"reinit-{p.reinit}",))
     stages = [Stage("learn", until="trigger"),
               Stage("hold", frozen=shallow, loss=p.loss, augment=p.augment, enter=enter, until=f"epoch:{p.thaw_epoch}" if p.thaw_epoch > 0 else "end")]
     if p.thaw_epoch > 0:
@@ -90,8 +90,8 @@ class StagedTraining:
     def __init__(self, cfg, p: PSTParams):
         if p.reinit not in ("none", "head", "deep") or p.loss not in ("ce", "ce-plain") or p.augment not in ("none", "ueraser"):
             raise PstFastError(f"--defense-args reinit={p.reinit!r} loss={p.loss!r} augment={p.augment!r}: expected reinit none|head|deep, loss ce|ce-plain, augment none|ueraser")
-        if p.check_every < 1 or p.rollback < 0 or p.probe_size < 1:
-            raise PstFastError(f"--defense-args check_every={p.check_every} rollback={p.rollback} probe_size={p.probe_size}: expected check_every ≥ 1, rollback ≥ 0, probe_size ≥ 1")
+        if p.check_every < 1 or not 0 <= p.rollback <= 1 or p.probe_size < 1:
+            raise PstFastError(f"--defense-args check_every={p.check_every} rollback={p.rollback} probe_size={p.probe_size}: expected check_every ≥ 1, rollback in [0, 1], probe_size ≥ 1")
         self.cfg, self.p = cfg, p
         self.detector, _, threshold = p.trigger.rpartition(":")
         try:
@@ -102,7 +102,7 @@ class StagedTraining:
         self.index = 0
         self.events: list[dict] = []
         self.trace: list[dict] = []
-        self.snapshots: collections.deque = collections.deque(maxlen=p.rollback + 1)
+        self.snapshots: list[tuple[float, dict]] = []  # (epoch, held-back blocks' state) while the trigger may fire
         self.compiled: dict[tuple, object] = {}
         self.correct = self.seen = 0
         self.probe: Probe | None = None
@@ -120,6 +120,8 @@ class StagedTraining:
         self.steps_per_epoch = max(1, len(train) // cfg.batch_size)
         channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         self.probe = Probe(train, self.p.probe_size, cfg.seed, state.mean.flatten().tolist(), state.std.flatten().tolist(), x.device, channels_last)
+        if state.step == 0:
+            self._snapshot(model, 0.0)
         saved = self._file("pst.json")
         if state.step > 0 and saved is not None and saved.is_file():  # resumed run: continue the stage we were in
             s = json.loads(saved.read_text())
@@ -131,6 +133,10 @@ class StagedTraining:
     @property
     def stage(self) -> Stage:
         return self.stages[self.index]
+
+    def _snapshot(self, model, epoch: float) -> None:
+        held = self.stages[1].frozen
+        self.snapshots.append((epoch, {b: copy.deepcopy(model.blocks[b].state_dict()) for b in held}))
 
     # ----------------------------------------------------------------- forward
     def _prefix(self, model) -> int:
@@ -187,9 +193,9 @@ class StagedTraining:
         self.correct = self.seen = 0
         epoch = state.step / self.steps_per_epoch
         self.trace.append({"step": state.step, "epoch": round(epoch, 4), "stage": self.stage.name, **scores})
-        held = self.stages[1].frozen
-        self.snapshots.append({b: copy.deepcopy(model.blocks[b].state_dict()) for b in held})
         until = self.stage.until
+        if until == "trigger" and epoch <= self.p.window:
+            self._snapshot(model, epoch)
         if until == "trigger" and epoch <= self.p.window and scores[self.detector] >= self.threshold:
             self._advance(state, epoch, scores[self.detector])
         elif until.startswith("epoch:") and epoch >= float(until.split(":", 1)[1]):
@@ -202,10 +208,11 @@ class StagedTraining:
         actions = []
         for action in stage.enter:
             if action == "rollback":
-                snap = self.snapshots[0]
+                target = self.p.rollback * epoch
+                at, snap = ([s for s in self.snapshots if s[0] <= target] or self.snapshots[:1])[-1]
                 for b, sd in snap.items():
                     model.blocks[b].load_state_dict(sd)
-                actions.append(f"rollback {'+'.join(snap)} {len(self.snapshots) - 1} check(s)")
+                actions.append(f"rollback {'+'.join(snap)} to epoch {at:.2f}")
             else:
                 deep = names[names.index(stage.frozen[-1]) + 1 :] if action == "reinit-deep" else names[-1:]
                 for b in deep:
