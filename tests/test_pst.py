@@ -12,7 +12,7 @@ from pst_fast.defenses.pst import PSTParams, StagedTraining, schedule
 from pst_fast.options import parse_defense_args
 from pst_fast.errors import PstFastError
 from pst_fast.models import create_model
-from pst_fast.training import TrainConfig, TrainState, train
+from pst_fast.training import Hooks, TrainConfig, TrainState, train
 from pst_fast.training.optim import block_param_groups, make_optimizer
 
 
@@ -65,6 +65,24 @@ def test_rollback_zero_restores_initial_shallow_blocks(patch_poison, tmp_path):
     assert held and all(torch.equal(weights[k], fresh[k]) for k in held)
     events = json.loads((tmp_path / "init" / "pst.json").read_text())["events"]
     assert "rollback stem+s1+s2 to epoch 0.00" in events[0]["actions"]
+
+
+@pytest.mark.parametrize("crash_epoch", [0, 1])  # killed in the learn stage (before the trigger) / in the hold stage
+def test_resumed_run_equals_uninterrupted(patch_poison, tmp_path, crash_epoch):
+    args = dict(defense="pst", epochs=3, defense_args="trigger=train-acc:0.3,check_every=3,window=3")
+    run(patch_poison, tmp_path, "ref", **args)
+
+    def crash(state):
+        if state.epoch == crash_epoch + 1:  # after PST wrote its state for this epoch, before the checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(patch_poison, tmp_path, "killed", hooks=Hooks(on_epoch_end=[crash]), **args)
+    run(patch_poison, tmp_path, "killed", **args)
+    ref, killed = (json.loads((tmp_path / d / "pst.json").read_text()) for d in ("ref", "killed"))
+    assert ref["events"] and killed["events"] == ref["events"] and killed["trace"] == ref["trace"]
+    a, b = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("ref", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_frozen_blocks_do_not_change_while_held(patch_poison, tmp_path):

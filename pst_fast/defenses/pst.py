@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from .. import data
 from ..errors import PstFastError
-from ..io import atomic_write_json
+from ..io import atomic_torch_save, atomic_write_json
 from ..options import opt, parse_defense_args
 from ..training.hooks import Hooks, TrainState
 from ..training.plot import plot_trace
@@ -108,6 +108,7 @@ class StagedTraining:
         self.probe: Probe | None = None
         self.steps_per_epoch = 1
         self.reported = 0
+        self.counters: dict[str, list[int]] = {}
 
     # ----------------------------------------------------------------- setup
     def _setup(self, state: TrainState, x: torch.Tensor) -> None:
@@ -123,9 +124,21 @@ class StagedTraining:
         if state.step == 0:
             self._snapshot(model, 0.0)
         saved = self._file("pst.json")
-        if state.step > 0 and saved is not None and saved.is_file():  # resumed run: continue the stage we were in
-            s = json.loads(saved.read_text())
-            self.index, self.events, self.trace = s["stage"], s["events"], s["trace"]
+        if state.step > 0 and saved is not None and saved.is_file():
+            self._resume(state, json.loads(saved.read_text()))
+
+    def _resume(self, state: TrainState, s: dict) -> None:
+        """Continue from the checkpoint's step: what the state file holds beyond it (written just before a kill) is dropped."""
+        self.events = [e for e in s["events"] if e["step"] <= state.step]
+        self.trace = [t for t in s["trace"] if t["step"] <= state.step]
+        self.index = len(self.events)
+        self.reported = len(self.events)
+        self.counters = s.get("counters", {})
+        self.correct, self.seen = self.counters.get(str(state.step), (0, 0))
+        snaps = self._file("pst_snapshots.pt")
+        if snaps.is_file():
+            epoch = state.step / self.steps_per_epoch
+            self.snapshots = [(e, sd) for e, sd in torch.load(snaps, weights_only=True) if e <= epoch + 1e-9]
 
     def _file(self, name: str) -> Path | None:
         return Path(self.cfg.out) / name if self.cfg.out else None
@@ -254,7 +267,12 @@ class StagedTraining:
             state.log["pst"] = {k: v for k, v in self.trace[-1].items() if k not in ("step", "epoch", "stage")}
         path = self._file("pst.json")
         if path is not None:
-            atomic_write_json(path, {"params": dataclasses.asdict(self.p), "stage": self.index, "events": self.events, "trace": self.trace})
+            if self.stage.until == "trigger" and self.snapshots:  # rollback targets survive a kill
+                atomic_torch_save(self.snapshots, self._file("pst_snapshots.pt"))
+            # training-accuracy counters at the last two epoch ends: a resumed run continues the interval it was in
+            self.counters = dict(list(self.counters.items())[-1:]) | {str(state.step): [int(self.correct), int(self.seen)]}
+            atomic_write_json(path, {"params": dataclasses.asdict(self.p), "stage": self.index, "events": self.events, "trace": self.trace,
+                                     "counters": self.counters})
             plot_trace(self.trace, self.events, self._file("pst.png"), title=f"PST on {self.cfg.data} ({self.cfg.model})")
 
     def hooks(self) -> Hooks:
