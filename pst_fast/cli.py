@@ -100,6 +100,20 @@ def cmd_attacks(args) -> None:
 def cmd_defenses(args) -> None:
     from .defenses import DEFENSE_PARAMS, DEFENSES
 
+    if args.gallery:
+        import numpy as np
+
+        from . import data
+        from .data.grid import save_grid
+        from .defenses.transforms import gallery
+
+        ds = data.load(args.data, "train", verify=False)
+        rows = np.linspace(0, len(ds) - 1, 8).round().astype(np.int64)
+        images, names = gallery(np.asarray(ds.images[rows]))
+        save_grid(images, args.gallery, nrow=len(rows), labels=np.repeat(np.arange(len(names)), len(rows)), class_names=names)
+        print(args.gallery)
+        return
+
     for name, build in DEFENSES.items():
         print(f"{name:<14} {(build.__doc__ or '').strip().splitlines()[0]}")
         for f in (dataclasses.fields(DEFENSE_PARAMS[name]) if name in DEFENSE_PARAMS else ()):
@@ -165,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     at.set_defaults(func=cmd_attacks)
 
     de = sub.add_parser("defenses", help="list training-time defenses and their --defense-args parameters", formatter_class=Formatter)
+    de.add_argument("--gallery", metavar="PNG", help="instead: write a picture of every defense transform applied to 8 training images")
+    de.add_argument("--data", default="cifar10-mini", help="dataset of the --gallery images")
     de.set_defaults(func=cmd_defenses)
 
     m = sub.add_parser("models", help="list registered models with parameter counts and FLOPs per image", formatter_class=Formatter)

@@ -163,3 +163,11 @@ def test_bad_defense_args(small, tmp_path, name, args, match):
     with pytest.raises(PstFastError, match=match) as e:
         train(data=str(small), model="fastnet-small", epochs=1, batch_size=16, quiet=True, defense=name, defense_args=args)
     assert "\n" not in str(e.value)
+
+
+def test_gallery_cli(small, tmp_path, capsys):
+    from pst_fast.cli import main
+
+    main(["defenses", "--gallery", str(tmp_path / "g.png"), "--data", str(small)])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "g.png")
+    assert Image.open(tmp_path / "g.png").size[1] > Image.open(tmp_path / "g.png").size[0]  # 9 rows of 8

@@ -246,3 +246,15 @@ def ueraser(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """The UEraser chain on a batch in [0, 1]: plasma brightness, plasma contrast, channel shuffle (p 0.5 each),
     then TrivialAugment."""
     return trivial_augment(channel_shuffle(plasma_contrast(plasma_brightness(x, g), g), g), g)
+
+
+def gallery(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Every transform applied to the same uint8 (n, H, W, C) images: (rows·n images, row names), for a picture."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+    rows = {"original": images, "iss-jpeg": jpeg(images, 10), "iss-gray": grayscale(images), "iss-bdr": bit_depth(images, 2)}
+    batch = {"cutout": lambda: cutout(x, 16, g, fill=0.5), "mixup": lambda: mix_pairs(x, 1.0, "mixup", g)[0],
+             "cutmix": lambda: mix_pairs(x, 1.0, "cutmix", g)[0], "ueraser": lambda: ueraser(x, g), "ueraser ": lambda: ueraser(x, g)}
+    for name, fn in batch.items():
+        rows[name] = (fn().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    return np.concatenate(list(rows.values())), [n.strip() for n in rows]
