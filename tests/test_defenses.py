@@ -21,6 +21,7 @@ BATCH_TRANSFORMS = {
     "channel_shuffle": lambda x, g: transforms.channel_shuffle(x, g, p=1.0),
     "trivial_augment": transforms.trivial_augment,
     "ueraser": transforms.ueraser,
+    "jpeg_batch": lambda x, g: transforms.jpeg_batch(x, 10),
 }
 
 
@@ -82,6 +83,20 @@ def test_color_ops_match_pillow():
     sol = (transforms._color("solarize", x, m, level) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     t = 1 - level[0].item()
     assert np.array_equal(sol, np.where(imgs / 255 >= t, 255 - imgs, imgs))
+
+
+@pytest.mark.parametrize("quality", [10, 50])
+def test_batched_jpeg_is_close_to_libjpeg(quality):
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (6, 5, 5, 3)).astype(np.float32)  # smooth images: upsampled coarse noise
+    imgs = np.asarray(torch.nn.functional.interpolate(torch.from_numpy(base).permute(0, 3, 1, 2), size=(30, 36), mode="bilinear")
+                      .round().clamp(0, 255).byte().permute(0, 2, 3, 1))
+    ref = transforms.jpeg(imgs, quality).astype(np.float32)
+    got = transforms.jpeg_batch(torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255, quality) * 255
+    err = np.abs(got.permute(0, 2, 3, 1).numpy() - ref).mean()
+    assert err < 0.3 * np.abs(ref - imgs).mean() and err < 3, err
+    gray = transforms.jpeg_batch(torch.from_numpy(imgs[..., :1]).permute(0, 3, 1, 2).float() / 255, quality) * 255
+    assert np.abs(gray.permute(0, 2, 3, 1).numpy() - transforms.jpeg(np.ascontiguousarray(imgs[..., :1]), quality)).mean() < 3
 
 
 def test_iss_transforms():

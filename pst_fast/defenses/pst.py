@@ -42,6 +42,9 @@ from .baselines import augment_normalized
 from .probe import Probe
 
 
+HOLD_AUGMENTS = {"none": None, "jpeg": lambda x, g: transforms.jpeg_batch(x, 10), "ueraser": transforms.ueraser}
+
+
 @dataclass
 class PSTParams:
     shallow: str = opt("auto", "blocks held back when the trap is detected, '+'-separated; auto = the first 3 blocks (fastnet: stem+s1+s2)")
@@ -53,7 +56,7 @@ class PSTParams:
     thaw_epoch: float = opt(0.0, "epoch at which the held-back blocks train again (0 = never)")
     thaw_lr: float = opt(0.1, "learning-rate multiplier of thawed blocks")
     loss: str = opt("ce", "loss after the trigger: ce (the run's label smoothing) or ce-plain (none)")
-    augment: str = opt("none", "batch augmentation after the trigger: none or ueraser (plasma, channel shuffle, TrivialAugment)")
+    augment: str = opt("none", "batch transform after the trigger: none, jpeg (batched JPEG, quality 10) or ueraser (plasma, channel shuffle, TrivialAugment)")
     probe_size: int = opt(500, "training images in the fixed detector probe (class-balanced)")
 
 
@@ -88,8 +91,8 @@ class StagedTraining:
     """Runs a stage schedule inside the trainer through its hooks (``hooks()``)."""
 
     def __init__(self, cfg, p: PSTParams):
-        if p.reinit not in ("none", "head", "deep") or p.loss not in ("ce", "ce-plain") or p.augment not in ("none", "ueraser"):
-            raise PstFastError(f"--defense-args reinit={p.reinit!r} loss={p.loss!r} augment={p.augment!r}: expected reinit none|head|deep, loss ce|ce-plain, augment none|ueraser")
+        if p.reinit not in ("none", "head", "deep") or p.loss not in ("ce", "ce-plain") or p.augment not in HOLD_AUGMENTS:
+            raise PstFastError(f"--defense-args reinit={p.reinit!r} loss={p.loss!r} augment={p.augment!r}: expected reinit none|head|deep, loss ce|ce-plain, augment {'|'.join(HOLD_AUGMENTS)}")
         if p.check_every < 1 or not 0 <= p.rollback <= 1 or p.probe_size < 1:
             raise PstFastError(f"--defense-args check_every={p.check_every} rollback={p.rollback} probe_size={p.probe_size}: expected check_every ≥ 1, rollback in [0, 1], probe_size ≥ 1")
         self.cfg, self.p = cfg, p
@@ -175,8 +178,8 @@ class StagedTraining:
         model = state.model
         for name in self.stage.frozen:
             model.blocks[name].eval()
-        if self.stage.augment == "ueraser":
-            x = augment_normalized(x, state, transforms.ueraser, salt=11)
+        if self.stage.augment != "none":
+            x = augment_normalized(x, state, HOLD_AUGMENTS[self.stage.augment], salt=11)
         k = self._prefix(model)
         if k == 0 and not self.stage.frozen:
             logits = fwd(x)

@@ -51,6 +51,55 @@ def bit_depth(images: np.ndarray, bits: int) -> np.ndarray:
     return np.rint(q * (255.0 / levels)).astype(np.uint8)
 
 
+def _quant_tables(quality: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """IJG luminance and chrominance quantization tables scaled to ``quality`` (libjpeg's rule)."""
+    lum = torch.tensor([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+                        14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+                        49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=torch.float32)
+    chrom = torch.full((64,), 99.0)
+    chrom[[0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 24, 25]] = torch.tensor([17.0, 18, 24, 47, 18, 21, 26, 66, 24, 26, 56, 47, 66])
+    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    return tuple(((t * scale + 50) // 100).clamp(1, 255).view(8, 8).to(device) for t in (lum, chrom))
+
+
+def _dct_matrix(device) -> torch.Tensor:
+    k = torch.arange(8, dtype=torch.float32)
+    d = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * math.sqrt(2 / 8)
+    d[0] /= math.sqrt(2)
+    return d.to(device)
+
+
+def _jpeg_plane(p: torch.Tensor, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Quantize the 8x8 DCT blocks of planes (B, H, W) in 0..255 (H, W multiples of 8) with table ``q``."""
+    B, H, W = p.shape
+    blocks = (p - 128).view(B, H // 8, 8, W // 8, 8).transpose(2, 3)
+    coef = d @ blocks @ d.T
+    coef = torch.round(coef / q) * q
+    return (d.T @ coef @ d).transpose(2, 3).reshape(B, H, W) + 128
+
+
+def jpeg_batch(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Batched JPEG round trip of (B, 3|1, H, W) images in [0, 1] on their device: JFIF YCbCr, 4:2:0 chroma,
+    8x8 DCT quantized with the IJG tables at ``quality``; close to libjpeg (rounding and chroma upsampling differ)."""
+    B, C, H, W = x.shape
+    ph, pw = -H % 16, -W % 16
+    v = F.pad(x.float() * 255, (0, pw, 0, ph), mode="replicate")
+    ql, qc = _quant_tables(quality, x.device)
+    d = _dct_matrix(x.device)
+    if C == 1:
+        return (_jpeg_plane(v[:, 0], ql, d)[:, None, :H, :W].round() / 255).clamp(0, 1)
+    r, g, b = v[:, 0], v[:, 1], v[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+    y = _jpeg_plane(y, ql, d)
+    chroma = F.avg_pool2d(torch.stack([cb, cr], 1), 2)
+    chroma = torch.stack([_jpeg_plane(chroma[:, i], qc, d) for i in range(2)], 1)
+    cb, cr = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False).unbind(1)
+    rgb = torch.stack([y + 1.402 * (cr - 128), y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128), y + 1.772 * (cb - 128)], 1)
+    return (rgb[:, :, :H, :W].round() / 255).clamp(0, 1)
+
+
 # ---------------------------------------------------------------------- batch transforms (float NCHW)
 
 
