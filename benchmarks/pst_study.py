@@ -4,7 +4,7 @@ Each run lives in OUT/<poison>/<recipe>/ (a normal run directory), so an interru
 it stopped and finished runs are never repeated. The table (final / peak accuracy, and the PST trigger
 epoch when it fired) is printed and written to OUT/study.md.
 
-Usage:
+Usage (``--table-only`` tabulates what OUT holds without training):
   python benchmarks/pst_study.py --poisons clean=cifar10-mini,em=poisons/em,lsp=poisons/lsp \\
       --recipes "standard=standard;pst=pst;pst-acm=pst:trigger=acm1/s1:0.3" --out runs/study [--model fastnet]
 
@@ -29,6 +29,8 @@ def parse_pairs(text: str, sep: str) -> dict[str, str]:
 
 
 def cell(run_dir: Path) -> str:
+    if not (run_dir / "summary.json").is_file():
+        return "—"
     s = json.loads((run_dir / "summary.json").read_text())
     text = f"{100 * s['final_test_acc']:.1f} / {100 * s['peak_test_acc']:.1f}"
     pst = run_dir / "pst.json"
@@ -45,10 +47,11 @@ def main():
     ap.add_argument("--model", default="fastnet")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--table-only", action="store_true", help="tabulate the finished runs in OUT, train nothing ('—' = not run)")
     args = ap.parse_args()
     poisons, recipes = parse_pairs(args.poisons, ","), parse_pairs(args.recipes, ";")
     out = Path(args.out)
-    for pname, data in poisons.items():
+    for pname, data in ({} if args.table_only else poisons).items():
         for rname, recipe in recipes.items():
             defense, _, dargs = recipe.partition(":")
             run_dir = out / pname / rname
