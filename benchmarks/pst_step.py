@@ -2,7 +2,7 @@
 frozen prefix) against the full backward, eager and compiled, same run, same batch.
 
 Each row is one optimizer step (forward, loss, backward, step) through PST's own loss hook and the
-freeze-aware SGD, at batch 128, channels_last, float32 on CPU; printed with the ratio to the full
+freeze-aware SGD (no hold-stage transform), at batch 128, channels_last, float32 on CPU; printed with the ratio to the full
 eager step and the achieved fraction of the measured float32 matmul peak (FLOPs: forward 1×, backward
 2× for trainable blocks, 1× input-gradient only for none — frozen prefixes cost forward only).
 
@@ -25,7 +25,7 @@ def stepper(name: str, frozen: tuple[str, ...], compiled: bool, batch: int):
     cfg = TrainConfig(data="unused", model=name, compile=compiled, defense="pst")
     model = create_model(name).to(memory_format=torch.channels_last).train()
     opt = make_optimizer(block_param_groups(model, cfg), cfg)
-    st = StagedTraining(cfg, PSTParams(shallow="+".join(frozen) if frozen else "auto"))
+    st = StagedTraining(cfg, PSTParams(shallow="+".join(frozen) if frozen else "auto", augment="none"))
     st.stages = schedule(st.p, list(model.blocks.keys()))
     st.index = 1 if frozen else 0
     for b in frozen:

@@ -12,7 +12,12 @@ multiplier, the loss, and how it ends (a detector trigger or an epoch). The defa
    trigger's epoch (the trap starts closing well before the detector sees it) and frozen (BatchNorm
    statistics too); optionally the deeper blocks or the head are re-initialized; the stage loss and
    augmentation apply. Ends at ``thaw_epoch`` (or never).
-3. ``thaw`` (if ``thaw_epoch`` > 0): the held-back blocks train again at ``thaw_lr`` × the scheduled lr.
+3. ``thaw`` (if ``thaw_epoch`` > 0): the held-back blocks train again at ``thaw_lr`` × the scheduled lr,
+   still under the stage transform.
+
+Defaults (chosen by ``benchmarks/pst_study.py``, see docs/pst.md): trigger at 60% training accuracy within
+2 epochs, roll the first three blocks back to a quarter of the trigger's epoch, hold them while every batch
+is JPEG-compressed (quality 10), thaw them at epoch 5 at the full learning rate.
 
 If the trigger never fires (clean data) the run is exactly standard training plus the detector passes.
 Freezing uses the freeze-aware optimizer (no gradients, no state, no weight decay for frozen blocks) and
@@ -53,10 +58,10 @@ class PSTParams:
     check_every: int = opt(20, "optimizer steps between detector passes and snapshots")
     rollback: float = opt(0.25, "restore the held-back blocks to their snapshot at this fraction of the trigger's epoch (0 = initialization, 1 = as they are)")
     reinit: str = opt("none", "re-initialize after the trigger: none, head, or deep (every block after the held-back ones)")
-    thaw_epoch: float = opt(0.0, "epoch at which the held-back blocks train again (0 = never)")
-    thaw_lr: float = opt(0.1, "learning-rate multiplier of thawed blocks")
+    thaw_epoch: float = opt(5.0, "epoch at which the held-back blocks train again (0 = never)")
+    thaw_lr: float = opt(1.0, "learning-rate multiplier of thawed blocks")
     loss: str = opt("ce", "loss after the trigger: ce (the run's label smoothing) or ce-plain (none)")
-    augment: str = opt("none", "batch transform after the trigger: none, jpeg (batched JPEG, quality 10) or ueraser (plasma, channel shuffle, TrivialAugment)")
+    augment: str = opt("jpeg", "batch transform after the trigger: none, jpeg (batched JPEG, quality 10) or ueraser (plasma, channel shuffle, TrivialAugment)")
     probe_size: int = opt(500, "training images in the fixed detector probe (class-balanced)")
 
 
