@@ -46,6 +46,7 @@ def main():
     ap.add_argument("--recipes", required=True, help="NAME=DEFENSE[:ARGS] pairs, semicolon-separated")
     ap.add_argument("--model", default="fastnet")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=15, help="training epochs of every run (the trainer's default: 15)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--table-only", action="store_true", help="tabulate the finished runs in OUT, train nothing ('—' = not run)")
     args = ap.parse_args()
@@ -55,9 +56,9 @@ def main():
         for rname, recipe in recipes.items():
             defense, _, dargs = recipe.partition(":")
             run_dir = out / pname / rname
-            s = train(data=data, model=args.model, seed=args.seed, defense=defense, defense_args=dargs, out=str(run_dir), quiet=True)
+            s = train(data=data, model=args.model, seed=args.seed, epochs=args.epochs, defense=defense, defense_args=dargs, out=str(run_dir), quiet=True)
             print(f"{pname:<10} {rname:<16} final {100 * s['final_test_acc']:.2f}  peak {100 * s['peak_test_acc']:.2f}  {s['wall_seconds']:.0f} s", flush=True)
-    lines = [f"clean test accuracy (%), final / peak, {args.model}, seed {args.seed}; (@E) = epoch the PST trigger fired", "",
+    lines = [f"clean test accuracy (%), final / peak, {args.model}, {args.epochs} epochs, seed {args.seed}; (@E) = epoch the PST trigger fired", "",
              "| poison | " + " | ".join(recipes) + " |", "|---" * (len(recipes) + 1) + "|"]
     for pname in poisons:
         lines.append(f"| {pname} | " + " | ".join(cell(out / pname / r) for r in recipes) + " |")
