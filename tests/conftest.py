@@ -48,6 +48,19 @@ def tiny_dataset(tmp_path):
     return tmp_path / "ds"
 
 
+def write_noise_dataset(root, n_train: int, n_test: int, patch: bool = False):
+    """train/ and test/ splits of random 32x32 RGB images in 4 classes (labels cycle); with ``patch`` the training
+    images carry their only class signal, a 4x4 corner patch of class colour (a class-wise patch poison)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = np.arange(n) % 4
+        x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        if patch and split == "train":
+            x[:, :4, :4, :] = (40 + 50 * y)[:, None, None, None]
+        write_dataset(root / split, x, y.astype(np.int64), {"name": root.name, "split": split, "classes": list("abcd"), "source": "test"})
+    return root
+
+
 def run_in_triton_interpreter(script: str, tests_dir: str) -> None:
     """Run ``script`` (formatted with ``tests=tests_dir``) in a fresh process under TRITON_INTERPRET=1 with the
     Triton backend forced; it must print TRITON_OK."""

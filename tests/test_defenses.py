@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import write_noise_dataset
 from PIL import Image, ImageOps
 
-from pst_fast.data.format import write_dataset
 from pst_fast.defenses import DEFENSES, transforms
 from pst_fast.errors import PstFastError
 from pst_fast.training import train
@@ -113,13 +113,7 @@ def test_iss_transforms():
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    root = tmp_path_factory.mktemp("small")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 64), ("test", 32)):
-        y = np.arange(n) % 4
-        write_dataset(root / split, rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), y.astype(np.int64),
-                      {"name": "small", "split": split, "classes": list("abcd"), "source": "test"})
-    return root
+    return write_noise_dataset(tmp_path_factory.mktemp("small"), 64, 32)
 
 
 @pytest.mark.parametrize("name", sorted(set(DEFENSES) - {"pst"}))

@@ -1,12 +1,11 @@
 """Progressive Staged Training: stage transitions, frozen-prefix execution, compiled stage switches, ACM."""
 import json
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_noise_dataset
 
-from pst_fast.data.format import write_dataset
 from pst_fast.defenses.probe import fisher_ratio
 from pst_fast.defenses.pst import PSTParams, StagedTraining, schedule
 from pst_fast.options import parse_defense_args
@@ -19,15 +18,7 @@ from pst_fast.training.optim import block_param_groups, make_optimizer
 @pytest.fixture(scope="module")
 def patch_poison(tmp_path_factory):
     """A class-wise patch poison: noise images whose only class signal is a 4x4 corner patch of class colour."""
-    root = tmp_path_factory.mktemp("patch")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 256), ("test", 64)):
-        y = np.arange(n) % 4
-        x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-        if split == "train":
-            x[:, :4, :4, :] = (40 + 50 * y)[:, None, None, None]
-        write_dataset(root / split, x, y.astype(np.int64), {"name": "patch", "split": split, "classes": list("abcd"), "source": "test"})
-    return root
+    return write_noise_dataset(tmp_path_factory.mktemp("patch"), 256, 64, patch=True)
 
 
 def run(root, tmp_path, name, **kw):
