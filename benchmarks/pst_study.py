@@ -8,13 +8,14 @@ Usage (``--table-only`` tabulates what OUT holds without training):
   python benchmarks/pst_study.py --poisons clean=cifar10-mini,em=poisons/em,lsp=poisons/lsp \\
       --recipes "standard=standard;pst=pst;pst-acm=pst:trigger=acm1/s1:0.3" --out runs/study [--model fastnet]
 
-A recipe is NAME=DEFENSE[:DEFENSE_ARGS]; DEFENSE_ARGS is the --defense-args string.
+A recipe is NAME=DEFENSE[:DEFENSE_ARGS]; DEFENSE_ARGS is the --defense-args string. OUT/study.png plots
+clean test accuracy per epoch, a panel per poison, a line per recipe.
 """
 import argparse
 import json
 from pathlib import Path
 
-from pst_fast.io import atomic_write_text
+from pst_fast.io import atomic_write, atomic_write_text
 from pst_fast.training import train
 
 
@@ -38,6 +39,31 @@ def cell(run_dir: Path) -> str:
         events = json.loads(pst.read_text())["events"]
         text += f" (@{events[0]['epoch']:.2f})" if events else " (no trigger)"
     return text
+
+
+def plot(out: Path, poisons, recipes) -> Path:
+    """OUT/study.png: clean test accuracy per epoch, one panel per poison, one line per finished recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(poisons), figsize=(4.2 * len(poisons), 3.4), squeeze=False, sharey=True)
+    for ax, pname in zip(axes[0], poisons):
+        for i, rname in enumerate(recipes):
+            f = out / pname / rname / "metrics.jsonl"
+            if (out / pname / rname / "summary.json").is_file():
+                lines = [json.loads(l) for l in f.read_text().splitlines() if "test_acc" in l]
+                ax.plot([l["epoch"] + 1 for l in lines], [100 * l["test_acc"] for l in lines], ".-", color=f"C{i % 10}", label=rname)
+        ax.set_title(pname), ax.set_xlabel("epoch"), ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("clean test accuracy (%)")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=min(len(handles), 8), fontsize=8)
+    path = out / "study.png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
 
 
 def main():
@@ -64,7 +90,7 @@ def main():
         lines.append(f"| {pname} | " + " | ".join(cell(out / pname / r) for r in recipes) + " |")
     table = "\n".join(lines) + "\n"
     atomic_write_text(out / "study.md", table)
-    print("\n" + table)
+    print("\n" + table + f"\n{plot(out, poisons, recipes)}")
 
 
 if __name__ == "__main__":
