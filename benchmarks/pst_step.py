@@ -1,6 +1,7 @@
 """PST training step: stem + first stage frozen (no gradients, no optimizer work, no backward through the
 frozen prefix) against the full backward, eager and compiled, same run, same batch.
 
+The configurations are timed in turns (A B C D A B C D ...) so that a noisy machine slows them alike.
 Each row is one optimizer step (forward, loss, backward, step) through PST's own loss hook and the
 freeze-aware SGD (no hold-stage transform), at batch 128, channels_last, float32 on CPU; printed with the ratio to the full
 eager step and the achieved fraction of the measured float32 matmul peak (FLOPs: forward 1×, backward
@@ -12,7 +13,7 @@ import argparse
 
 import torch
 
-from pst_fast.benchmark import matmul_peak_gflops, measure, ratio_text
+from pst_fast.benchmark import matmul_peak_gflops, measure_interleaved, ratio_text
 from pst_fast.defenses.pst import PSTParams, StagedTraining, schedule
 from pst_fast.models import create_model
 from pst_fast.models.flops import block_flops
@@ -49,6 +50,7 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--min-seconds", type=float, default=1.0, help="each sample loops the step for at least this long")
     args = ap.parse_args()
     peak = matmul_peak_gflops()
     print(f"PST step, batch {args.batch}, float32 CPU, {torch.get_num_threads()} threads; matmul peak {peak:.1f} GFLOP/s")
@@ -60,16 +62,15 @@ def main():
         work = {(): 3 * sum(fl) - fl[0], frozen: sum(fl[:k]) + 3 * sum(fl[k:]) - fl[k]}  # no input grad below the first trainable block
         print(f"\n{name}: frozen = {'+'.join(frozen)} ({100 * sum(fl[:k]) / sum(fl):.0f}% of the forward FLOPs)")
         print(f"{'configuration':<34} {'ms/step':>9} {'spread':>8} {'GFLOP/s':>8} {'of peak':>8}  vs full eager")
-        base = None
-        for compiled in ([False] if args.no_compile else [False, True]):
-            for fz in ((), frozen):
-                step, _ = stepper(name, fz, compiled, args.batch)
-                t = measure(step, repeat=args.repeat, warmup=3)
-                base = base or t
-                gf = work[fz] * args.batch / t.median / 1e9
-                label = f"{'compiled' if compiled else 'eager'}, {'frozen ' + '+'.join(fz) if fz else 'full backward'}"
-                ratio = "1.00x" if t is base else ratio_text(t, base)
-                print(f"{label:<34} {1e3 * t.median:9.1f} {1e3 * t.spread:8.1f} {gf:8.1f} {100 * gf / peak:7.1f}%  {ratio}")
+        configs = [(c, fz) for c in ([False] if args.no_compile else [False, True]) for fz in ((), frozen)]
+        steps = [stepper(name, fz, c, args.batch)[0] for c, fz in configs]
+        timings = measure_interleaved(steps, repeat=args.repeat, warmup=3, min_seconds=args.min_seconds)
+        base = timings[0]
+        for (compiled, fz), t in zip(configs, timings):
+            gf = work[fz] * args.batch / t.median / 1e9
+            label = f"{'compiled' if compiled else 'eager'}, {'frozen ' + '+'.join(fz) if fz else 'full backward'}"
+            ratio = "1.00x" if t is base else ratio_text(t, base)
+            print(f"{label:<34} {1e3 * t.median:9.1f} {1e3 * t.spread:8.1f} {gf:8.1f} {100 * gf / peak:7.1f}%  {ratio}")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,29 @@ def measure(fn: Callable[[], object], repeat: int = 5, warmup: int = 2, device=N
     return Timing(statistics.median(samples), max(samples) - min(samples), samples)
 
 
+def measure_interleaved(fns: list[Callable[[], object]], repeat: int = 5, warmup: int = 2, device=None,
+                        min_seconds: float = 0.0) -> list[Timing]:
+    """Like :func:`measure` for several functions, taking their samples in turns (A B A B ...), so that load
+    from other processes hits every candidate alike; one Timing per function."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, out in zip(fns, samples):
+            n, t0 = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                sync(device)
+                dt = time.perf_counter() - t0
+                if dt >= min_seconds:
+                    break
+            out.append(dt / n)
+    return [Timing(statistics.median(s), max(s) - min(s), s) for s in samples]
+
+
 def ratio_text(fast: Timing, base: Timing) -> str:
     """'12.3x', or a refusal when the spreads overlap the difference (the machine was too noisy to tell)."""
     if abs(base.median - fast.median) <= max(fast.spread, base.spread):
