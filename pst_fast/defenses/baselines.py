@@ -153,7 +153,8 @@ def ueraser_max(cfg) -> Hooks:
         g = _generator(state, x.device, 3)
         x01 = _to01(x, state)
         if state.epoch < p.max_epochs and p.repeats > 1:
-            # the gradient of max_k L_k is that of the worst draw: pick it without gradients, back-propagate once
+            # the gradient of max_k L_k is that of the worst draw: pick it without gradients, back-propagate once;
+            # the picking passes run in train mode, so BatchNorm statistics see every draw (as in the official loop)
             draws = torch.stack([transforms.ueraser(x01, g) for _ in range(p.repeats)])
             with torch.no_grad():
                 losses = torch.stack([_ce(fwd(_from01(d, x, state)), y, state, "none") for d in draws])
