@@ -7,7 +7,7 @@ freeze-aware SGD (no hold-stage transform), at batch 128, channels_last, float32
 eager step and the achieved fraction of the measured float32 matmul peak (FLOPs: forward 1×, backward
 2× for trainable blocks, 1× input-gradient only for none — frozen prefixes cost forward only).
 
-Usage: python benchmarks/pst_step.py [--models fastnet,resnet18] [--batch 128] [--no-compile]
+Usage: python benchmarks/pst_step.py [--models fastnet,resnet18] [--batch 128] [--frozen-blocks 2] [--no-compile]
 """
 import argparse
 
@@ -50,13 +50,14 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--frozen-blocks", type=int, default=2, help="leading blocks frozen (2 = stem + first stage; PST's default holds 3)")
     ap.add_argument("--min-seconds", type=float, default=1.0, help="each sample loops the step for at least this long")
     args = ap.parse_args()
     peak = matmul_peak_gflops()
     print(f"PST step, batch {args.batch}, float32 CPU, {torch.get_num_threads()} threads; matmul peak {peak:.1f} GFLOP/s")
     for name in args.models.split(","):
         blocks = list(create_model(name).blocks.keys())
-        frozen = tuple(blocks[:2])
+        frozen = tuple(blocks[: args.frozen_blocks])
         fl = list(block_flops(create_model(name), 32).values())
         k = len(frozen)
         work = {(): 3 * sum(fl) - fl[0], frozen: sum(fl[:k]) + 3 * sum(fl[k:]) - fl[k]}  # no input grad below the first trainable block

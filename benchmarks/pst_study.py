@@ -48,17 +48,22 @@ def plot(out: Path, poisons, recipes) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(poisons), figsize=(4.2 * len(poisons), 3.4), squeeze=False, sharey=True)
-    for ax, pname in zip(axes[0], poisons):
+    ncol = min(4, len(poisons))
+    nrow = -(-len(poisons) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow + 0.5), squeeze=False, sharey=True)
+    for ax in axes.flat[len(poisons):]:
+        ax.set_visible(False)
+    for ax, pname in zip(axes.flat, poisons):
         for i, rname in enumerate(recipes):
             f = out / pname / rname / "metrics.jsonl"
             if (out / pname / rname / "summary.json").is_file():
                 lines = [json.loads(l) for l in f.read_text().splitlines() if "test_acc" in l]
                 ax.plot([l["epoch"] + 1 for l in lines], [100 * l["test_acc"] for l in lines], ".-", color=f"C{i % 10}", label=rname)
         ax.set_title(pname), ax.set_xlabel("epoch"), ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("clean test accuracy (%)")
-    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
-    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    for row in axes:
+        row[0].set_ylabel("clean test accuracy (%)")
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_lines()}
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=min(len(handles), 8), fontsize=8)
     path = out / "study.png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
