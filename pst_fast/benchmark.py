@@ -36,18 +36,20 @@ def measure(fn: Callable[[], object], repeat: int = 5, warmup: int = 2, device=N
     for _ in range(warmup):
         fn()
     sync(device)
-    samples = []
-    for _ in range(repeat):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            sync(device)
-            dt = time.perf_counter() - t0
-            if dt >= min_seconds:
-                break
-        samples.append(dt / n)
+    samples = [_sample(fn, device, min_seconds) for _ in range(repeat)]
     return Timing(statistics.median(samples), max(samples) - min(samples), samples)
+
+
+def _sample(fn: Callable[[], object], device, min_seconds: float) -> float:
+    """Seconds per call of ``fn``, looping until ``min_seconds`` have elapsed (at least one call)."""
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        sync(device)
+        dt = time.perf_counter() - t0
+        if dt >= min_seconds:
+            return dt / n
 
 
 def measure_interleaved(fns: list[Callable[[], object]], repeat: int = 5, warmup: int = 2, device=None,
@@ -61,15 +63,7 @@ def measure_interleaved(fns: list[Callable[[], object]], repeat: int = 5, warmup
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
         for fn, out in zip(fns, samples):
-            n, t0 = 0, time.perf_counter()
-            while True:
-                fn()
-                n += 1
-                sync(device)
-                dt = time.perf_counter() - t0
-                if dt >= min_seconds:
-                    break
-            out.append(dt / n)
+            out.append(_sample(fn, device, min_seconds))
     return [Timing(statistics.median(s), max(s) - min(s), s) for s in samples]
 
 
