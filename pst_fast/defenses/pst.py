@@ -217,8 +217,8 @@ class StagedTraining:
         until = self.stage.until
         if until == "trigger" and epoch <= self.p.window:
             self._snapshot(model, epoch)
-        if until == "trigger" and epoch <= self.p.window and scores[self.detector] >= self.threshold:
-            self._advance(state, epoch, scores[self.detector])
+            if scores[self.detector] >= self.threshold:
+                self._advance(state, epoch, scores[self.detector])
         elif until.startswith("epoch:") and epoch >= float(until.split(":", 1)[1]):
             self._advance(state, epoch, None)
 
