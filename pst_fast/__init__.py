@@ -2,7 +2,7 @@
 
 Public API (imported lazily so that ``import pst_fast`` stays cheap):
 ``pst_fast.train(...)``, ``pst_fast.TrainConfig``, ``pst_fast.create_model(...)``, ``pst_fast.data``,
-``pst_fast.ops``.
+``pst_fast.ops``, ``pst_fast.metrics`` (SAL and UD).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
-    if name in ("data", "ops", "models", "training", "defenses", "backend"):
+    if name in ("data", "ops", "models", "training", "defenses", "metrics", "backend"):
         return importlib.import_module(f"pst_fast.{name}")
     raise AttributeError(f"module 'pst_fast' has no attribute {name!r}")
 

@@ -17,6 +17,8 @@ EPILOG = """examples:
   pst-fast poison --attack em --data cifar10-mini --out poisons/em
   pst-fast train --data poisons/em --defense pst --out runs/em-pst
   pst-fast defenses
+  pst-fast train --data poisons/em --sal --out runs/em          # per-layer SAL after epochs (fast mode)
+  pst-fast ud --clean runs/clean --poisoned runs/em             # unlearnable distance from the SAL records
 """
 
 
@@ -31,6 +33,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
         kw = dict(default=f.default, help=f.metadata.get("help", ""), dest=f.name)
         if f.type in (bool, "bool"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif f.metadata.get("const") is not None:
+            parser.add_argument(flag, nargs="?", const=f.metadata["const"], choices=f.metadata.get("choices"), **kw)
         else:
             typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
             parser.add_argument(flag, type=typ, choices=f.metadata.get("choices"), metavar=f.name.upper() if not f.metadata.get("choices") else None, **kw)
@@ -121,6 +125,50 @@ def cmd_defenses(args) -> None:
     print("\npass parameters as --defense-args 'key=value,key=value'")
 
 
+def sal_knobs() -> str:
+    from .metrics.sal import MODE_DEFAULTS, SALConfig
+
+    lines = [f"  {f.name}={f.default}  {f.metadata['help']}" for f in dataclasses.fields(SALConfig) if f.name != "mode"]
+    modes = "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in d.items()) for m, d in MODE_DEFAULTS.items())
+    return "SAL knobs (--sal-args 'key=value,...'):\n" + "\n".join(lines) + f"\nmode defaults: {modes} (subset 0 = every image)"
+
+
+def cmd_sal(args) -> None:
+    from .metrics.offline import sal_of_run
+    from .metrics.sal import parse_sal_config
+
+    rec = sal_of_run(args.run, parse_sal_config(args.sal, args.sal_args), out=args.out, device=args.device, quiet=args.quiet)
+    out = args.out or args.run
+    print(f"SAL ({args.sal}) of {len(rec.layers)} layers after epochs {', '.join(str(e + 1) for e in rec.epochs)}: "
+          f"{sum(rec.arrays['seconds'][i].item() for i in range(len(rec.epochs))):.0f} s of compute -> {out}/sal.npz, sal.json, sal.png")
+
+
+def cmd_ud(args) -> None:
+    import json
+    from pathlib import Path
+
+    from .metrics.plot import plot_sal_grid, plot_ud
+    from .metrics.record import SALRecord
+    from .metrics.ud import unlearnable_distance
+
+    rep = unlearnable_distance(args.clean, args.poisoned)
+    out = Path(args.out)
+    records = [SALRecord.load(args.clean)] + [SALRecord.load(p) for p in args.poisoned]
+    names = [Path(args.clean).name + " (clean)"] + [Path(p).name for p in args.poisoned]
+    heat = plot_sal_grid(records, names, out / "sal-heatmap.png", beta=rep["beta"])
+    bars = plot_ud(rep, out / "ud.png")
+    if args.json:
+        print(json.dumps(rep, indent=1))
+        return
+    print(f"β = {rep['beta']:.4g}  (2-means midpoint of the clean run's per-layer SAL, mean over epochs {rep['epochs']})")
+    print(f"{'run':<28} {'data':<28} {'#LP':>6} {'UD':>7}")
+    print(f"{names[0]:<28} {str(records[0].meta.get('data'))[-28:]:<28} {rep['clean']['lp']:>6.2f} {1.0:>7.3f}")
+    for r, rec in zip(rep["runs"], records[1:]):
+        print(f"{Path(r['run']).name:<28} {str(r['data'])[-28:]:<28} {r['lp']:>6.2f} {r['ud']:>7.3f}")
+    print("#LP: mean number of layers with SAL > β per measured epoch; UD = Σλ / Σλ_clean (1 = clean, lower = more unlearnable)")
+    print(f"wrote {heat} and {bars}")
+
+
 def attack_parser(name: str) -> argparse.ArgumentParser:
     from .attacks import get_attack
 
@@ -182,6 +230,28 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--gallery", metavar="PNG", help="instead: write a picture of every defense transform applied to 8 training images")
     de.add_argument("--data", default="cifar10-mini", help="dataset of the --gallery images")
     de.set_defaults(func=cmd_defenses)
+
+    sa = sub.add_parser("sal", help="measure per-layer SAL of a run afterwards, from its kept per-epoch weights", formatter_class=Formatter,
+                        description="Measure SAL (sharpness-aware learnability, Ye et al. ICLR 2025) on the weights a run kept with "
+                        "--keep-checkpoints, with the run's data, augmentation, seed and logged losses. Writes sal.npz, sal.json and "
+                        "sal.png to --out (default: the run directory); re-running resumes.", epilog=sal_knobs())
+    sa.add_argument("run", help="run directory of 'pst-fast train --out'")
+    sa.add_argument("--sal", default="fast", choices=["fast", "exact"], help="fast (the documented fast knobs) or exact (the definition)")
+    sa.add_argument("--sal-args", default="", help="knob overrides, key=value,... (listed below)")
+    sa.add_argument("--out", default=None, help="directory of the record (default: the run directory)")
+    sa.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    sa.add_argument("--quiet", action="store_true", help="no progress bar")
+    sa.set_defaults(func=cmd_sal)
+
+    u = sub.add_parser("ud", help="unlearnable distance of poisoned runs against a clean run (from their SAL records)", formatter_class=Formatter,
+                       description="UD = Σ_t λ_poisoned(t) / Σ_t λ_clean(t), λ(t) = number of layers whose SAL exceeds β, β = the clean run's "
+                       "mean per-epoch 2-means midpoint. Runs must share model, epochs, SAL settings and layers; the clean run must be clean. "
+                       "Writes a SAL heatmap (layers × epochs per run) and a UD bar chart to --out.")
+    u.add_argument("--clean", required=True, help="run directory (or SAL record directory) of the clean reference run")
+    u.add_argument("--poisoned", required=True, nargs="+", help="run directories to compare (a second clean seed is fine: UD ≈ 1)")
+    u.add_argument("--out", default="ud", help="directory for sal-heatmap.png and ud.png")
+    u.add_argument("--json", action="store_true", help='print {"beta": ..., "runs": [{"run", "lp", "ud", ...}]} instead of the table')
+    u.set_defaults(func=cmd_ud)
 
     m = sub.add_parser("models", help="list registered models with parameter counts and FLOPs per image", formatter_class=Formatter)
     m.add_argument("--num-classes", type=int, default=10, help="classes of the head used for the counts")

@@ -5,12 +5,13 @@ from dataclasses import field
 from .errors import PstFastError
 
 
-def opt(default, help: str, choices=None):
-    """A dataclass field with ``default``, a ``help`` line for ``--help`` and optional ``choices``."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def opt(default, help: str, choices=None, const=None):
+    """A dataclass field with ``default``, a ``help`` line for ``--help``, optional ``choices``, and an optional
+    ``const``: the value of the bare flag (``--sal`` alone means ``--sal fast``)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "const": const})
 
 
-def parse_defense_args(text: str, cls):
+def parse_kv_args(text: str, cls, flag: str = "--defense-args"):
     """``'key=value,key=value'`` -> ``cls(**values)``, typed by the dataclass defaults; one-line errors."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
@@ -18,10 +19,10 @@ def parse_defense_args(text: str, cls):
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in fields:
-            raise PstFastError(f"--defense-args {item!r}: expected key=value with key one of {', '.join(fields)}")
+            raise PstFastError(f"{flag} {item!r}: expected key=value with key one of {', '.join(fields)}")
         default = fields[key].default
         try:
             values[key] = type(default)(raw) if not isinstance(default, bool) else raw.lower() in ("1", "true", "yes", "on")
         except ValueError:
-            raise PstFastError(f"--defense-args {key}={raw!r}: expected a {type(default).__name__}") from None
+            raise PstFastError(f"{flag} {key}={raw!r}: expected a {type(default).__name__}") from None
     return cls(**values)

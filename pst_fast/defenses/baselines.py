@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..attacks.engine import PGD, perturb
 from ..errors import PstFastError
-from ..options import opt, parse_defense_args
+from ..options import opt, parse_kv_args
 from ..training.hooks import Hooks, TrainState
 from . import transforms
 
@@ -73,7 +73,7 @@ def _ce(logits: torch.Tensor, y: torch.Tensor, state: TrainState, reduction: str
 
 
 def _params(cfg, cls):
-    p = parse_defense_args(cfg.defense_args, cls)
+    p = parse_kv_args(cfg.defense_args, cls)
     for f in dataclasses.fields(p):
         if getattr(p, f.name) <= 0:
             raise PstFastError(f"--defense-args {f.name}={getattr(p, f.name)}: expected a positive value")

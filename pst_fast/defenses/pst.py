@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from .. import data
 from ..errors import PstFastError
 from ..io import atomic_torch_save, atomic_write_json
-from ..options import opt, parse_defense_args
+from ..options import opt, parse_kv_args
 from ..training.hooks import Hooks, TrainState
 from ..training.plot import plot_trace
 from . import transforms
@@ -289,4 +289,4 @@ class StagedTraining:
 
 def pst_hooks(cfg) -> Hooks:
     """Progressive Staged Training: hold back the shallow blocks when a detector sees the trap close."""
-    return StagedTraining(cfg, parse_defense_args(cfg.defense_args, PSTParams)).hooks()
+    return StagedTraining(cfg, parse_kv_args(cfg.defense_args, PSTParams)).hooks()

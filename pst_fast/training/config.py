@@ -38,9 +38,13 @@ class TrainConfig:
     out: str = opt("", "run directory (config, metrics, checkpoint, plot); empty = no files")
     init: str = opt("", "start from the weights of this checkpoint file (model.pt of another run)")
     quiet: bool = opt(False, "no progress bars (for sweeps)")
+    sal: str = opt("", "measure per-layer SAL after epochs (for UD): fast or exact; a bare --sal means fast ('pst-fast sal --help')",
+                   ("", "fast", "exact"), const="fast")
+    sal_args: str = opt("", "SAL knobs as key=value pairs, e.g. 'rounds=5,subset=2048,every=1' ('pst-fast sal --help' lists them)")
+    keep_checkpoints: bool = opt(False, "also keep every epoch's weights as epochs/NNNN.pt (SAL afterwards: 'pst-fast sal RUN')")
 
     # options that do not change what a run computes (a resumed run may change them)
-    VOLATILE = ("out", "quiet", "device", "compile")
+    VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints")
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
@@ -53,6 +57,12 @@ class TrainConfig:
             raise PstFastError(f"--label-smoothing={self.label_smoothing}: expected a value in [0, 1)")
         if self.max_steps < 0 or self.crop_pad < 0:
             raise PstFastError("--max-steps and --crop-pad must be >= 0")
+        if self.sal_args and not self.sal:
+            raise PstFastError(f"--sal-args {self.sal_args!r}: given without --sal")
+        if self.sal:
+            from ..metrics.sal import parse_sal_config
+
+            parse_sal_config(self.sal, self.sal_args)
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:

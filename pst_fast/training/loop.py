@@ -118,6 +118,11 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
     state = TrainState(model=model, optimizer=opt, cfg=cfg, step=start_epoch * steps_per_epoch,
                        mean=torch.tensor(norm["mean"], device=device).view(1, -1, 1, 1),
                        std=torch.tensor(norm["std"], device=device).view(1, -1, 1, 1))
+    if cfg.sal:
+        from ..metrics.record import SALRecorder
+        from ..metrics.sal import parse_sal_config
+
+        hooks.on_epoch_end.append(SALRecorder(parse_sal_config(cfg.sal, cfg.sal_args), cfg, train_ds, test_ds, run.path, start_epoch, **norm))
     history = run.metrics()
     train_seconds = sum(l["epoch_seconds"] for l in history)
     t_run = time.perf_counter()
@@ -169,7 +174,8 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         for h in hooks.on_epoch_end:
             h(state)
         history.append(line)
-        run.save_epoch(line, {"epoch": epoch, "num_classes": train_ds.num_classes, "model": model.state_dict(), "optimizer": opt.state_dict()})
+        run.save_epoch(line, {"epoch": epoch, "num_classes": train_ds.num_classes, "model": model.state_dict(), "optimizer": opt.state_dict()},
+                       keep=cfg.keep_checkpoints)
         if run.path is not None:
             plot_curves(history, run.file("curves.png"), title=f"{cfg.model} on {cfg.data} ({cfg.defense})")
         if not cfg.quiet:

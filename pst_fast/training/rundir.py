@@ -3,6 +3,8 @@
     config.json     the fully resolved TrainConfig (plus package/torch versions)
     metrics.jsonl   one JSON line per epoch
     checkpoint.pt   latest epoch: model + optimizer state (tensors and plain containers only)
+    epochs/NNNN.pt  with --keep-checkpoints: the weights after each epoch (NNNN = epoch, 0-based)
+    sal.npz, sal.json, sal.png   with --sal: per-layer SAL of the measured epochs (pst_fast.metrics.record)
     model.pt        final weights (state_dict), loadable with ``torch.load(weights_only=True)``
     curves.png      loss / accuracy plot
     summary.json    written last; its presence means the run finished
@@ -78,15 +80,20 @@ class RunDir:
         atomic_write_text(self.file("metrics.jsonl"), "".join(json.dumps(l) + "\n" for l in lines))
         return start, ckpt
 
+    def epoch_weights(self, epoch: int) -> Path:
+        return self.file("epochs") / f"{epoch:04d}.pt"
+
     def metrics(self) -> list[dict]:
         if self.path is None or not self.file("metrics.jsonl").is_file():
             return []
         return [json.loads(l) for l in self.file("metrics.jsonl").read_text().splitlines() if l.strip()]
 
-    def save_epoch(self, line: dict, checkpoint: dict) -> None:
-        """Record one finished epoch: checkpoint first, then its metrics line (both atomic)."""
+    def save_epoch(self, line: dict, checkpoint: dict, keep: bool = False) -> None:
+        """Record one finished epoch: checkpoint first (and with ``keep`` the epoch's weights), then its metrics line (all atomic)."""
         if self.path is None:
             return
+        if keep:
+            atomic_torch_save({k: v.detach().cpu() for k, v in checkpoint["model"].items()}, self.epoch_weights(line["epoch"]))
         atomic_torch_save(checkpoint, self.file("checkpoint.pt"))
         lines = [l for l in self.metrics() if l["epoch"] < line["epoch"]] + [line]
         atomic_write_text(self.file("metrics.jsonl"), "".join(json.dumps(l) + "\n" for l in lines))
