@@ -8,7 +8,7 @@ from conftest import write_noise_dataset
 
 from pst_fast.defenses.probe import fisher_ratio
 from pst_fast.defenses.pst import PSTParams, StagedTraining, schedule
-from pst_fast.options import parse_defense_args
+from pst_fast.options import parse_kv_args
 from pst_fast.errors import PstFastError
 from pst_fast.models import create_model
 from pst_fast.training import Hooks, TrainConfig, TrainState, train
@@ -147,7 +147,7 @@ def test_bad_defense_args(args, match, patch_poison, tmp_path):
 
 
 def test_parse_args_types():
-    p = parse_defense_args("thaw_epoch=3.5, rollback=0.5,shallow=stem+s1", PSTParams)
+    p = parse_kv_args("thaw_epoch=3.5, rollback=0.5,shallow=stem+s1", PSTParams)
     assert p.thaw_epoch == 3.5 and p.rollback == 0.5 and p.shallow == "stem+s1"
 
 
