@@ -267,3 +267,16 @@ def test_ud_refuses_poisoned_clean_run_other_layers_and_epochs(tmp_path):
         unlearnable_distance(clean, [fake_record(tmp_path / "short", sal[:2])])
     with pytest.raises(PstFastError, match="no SAL record"):
         unlearnable_distance(tmp_path / "nowhere", [clean])
+
+
+@pytest.mark.parametrize("name", ["vit-tiny"])
+def test_engine_equals_reference_on_other_architectures(noise, name):
+    """Attention blocks (their Linear weights feed scaled-dot-product attention) run under the engine."""
+    torch.manual_seed(0)
+    model = randomize_bn(create_model(name, 4))
+    cfg = SALConfig(mode="exact", rounds=1)
+    fast = sal_epoch(model, sal_data(noise, batch_size=8, subset=8), cfg, 1.0)
+    ref = sal_epoch_reference(model, sal_data(noise, batch_size=8, subset=8), cfg, 1.0)
+    assert fast.layers == ref.layers and len(fast.layers) > 20
+    np.testing.assert_allclose(fast.loss_max, ref.loss_max, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast.loss_min, ref.loss_min, rtol=1e-4, atol=1e-5)

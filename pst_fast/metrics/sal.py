@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -210,7 +211,9 @@ class _PairedVariants:
         b, inner = self.where[i]
         block = self.blocks[b]
         scale = self.scale[i]
-        h = torch.func.vmap(lambda w: torch.func.functional_call(block, {inner: w * scale}, (feats[b],)))(self.w[i])
+        with warnings.catch_warnings():  # attention has no vmap batching rule yet: a correct per-variant loop, said once per call
+            warnings.filterwarnings("ignore", message="There is a performance drop")
+            h = torch.func.vmap(lambda w: torch.func.functional_call(block, {inner: w * scale}, (feats[b],)))(self.w[i])
         logits = self.model.forward_from(h.flatten(0, 1), b + 1)
         ce = F.cross_entropy(logits.float(), y.repeat(2), reduction="none", label_smoothing=label_smoothing)
         return ce.view(2, -1).mean(1)
@@ -239,13 +242,14 @@ def sal_epoch(model: nn.Module, data: SALData, scfg: SALConfig, l0: float | None
                 w.grad = None
         for i, w in enumerate(var.w):
             ratio_min[k, i], ratio_max[k, i] = sal_project_(w.detach().view(2, -1), var.w0[i], scfg.radius).tolist()
-        sums, n = torch.zeros(L, 2, dtype=torch.float64), 0
+        sums, n = None, 0  # (L, 2) float64 on the device: no host sync per batch
         with torch.no_grad():
             for x, y, _ in data.eval_pass(k):
                 feats = var.prefix(x)
-                sums += torch.stack([var.layer_loss(i, feats, y, label_smoothing) for i in range(L)]).double().cpu() * len(y)
+                batch = torch.stack([var.layer_loss(i, feats, y, label_smoothing) for i in range(L)]).double() * len(y)
+                sums = batch if sums is None else sums + batch
                 n += len(y)
-        loss_min[k], loss_max[k] = (sums[:, 0] / n).numpy(), (sums[:, 1] / n).numpy()
+        loss_min[k], loss_max[k] = (sums[:, 0] / n).cpu().numpy(), (sums[:, 1] / n).cpu().numpy()
         if progress is not None:
             progress(k + 1, R)
     return finish_result(layers, l0, loss_min, loss_max, ratio_min, ratio_max, t0)
