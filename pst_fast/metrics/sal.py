@@ -37,15 +37,15 @@ from ..models.fold import fold_batchnorm
 from ..ops.sal import sal_project_, sal_sharpness
 from ..options import opt
 
-MODE_DEFAULTS = {"exact": dict(rounds=10, subset=0, every=1), "fast": dict(rounds=3, subset=1024, every=3)}
+MODE_DEFAULTS = {"exact": dict(rounds=10, subset=0, every=1), "fast": dict(rounds=2, subset=1024, every=1)}
 
 
 @dataclass
 class SALConfig:
     mode: str = opt("fast", "exact: the definition on every image, round and epoch; fast: the knobs below at their fast defaults", ("fast", "exact"))
-    rounds: int = opt(0, "rounds (SGD pass, projection, evaluation) per layer; 0 = mode default (exact 10, fast 3)")
+    rounds: int = opt(0, "rounds (SGD pass, projection, evaluation) per layer; 0 = mode default (exact 10, fast 2)")
     subset: int = opt(-1, "images in the SAL data: a fixed seeded class-balanced subset; 0 = all; -1 = mode default (exact all, fast 1024)")
-    every: int = opt(0, "measure every k-th epoch (epochs k, 2k, … counted from 1; the last always); 0 = mode default (exact 1, fast 3)")
+    every: int = opt(0, "measure every k-th epoch (epochs k, 2k, … counted from 1; the last always); 0 = mode default (exact 1, fast 1)")
     radius: float = opt(0.05, "relative radius: the moving weight stays within radius·‖W⁰‖_F of W⁰")
     lr_min: float = opt(0.1, "SGD learning rate of the descending copy")
     lr_max: float = opt(0.1, "SGD learning rate of the ascending copy")
