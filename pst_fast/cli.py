@@ -34,7 +34,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
         if f.type in (bool, "bool"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif f.metadata.get("const") is not None:
-            parser.add_argument(flag, nargs="?", const=f.metadata["const"], choices=f.metadata.get("choices"), **kw)
+            choices = f.metadata.get("choices")
+            parser.add_argument(flag, nargs="?", const=f.metadata["const"], choices=choices, metavar="{" + ",".join(c for c in choices if c) + "}", **kw)
         else:
             typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
             parser.add_argument(flag, type=typ, choices=f.metadata.get("choices"), metavar=f.name.upper() if not f.metadata.get("choices") else None, **kw)
@@ -47,6 +48,8 @@ def cmd_train(args) -> None:
     s = train(cfg)
     print(f"final test acc {s['final_test_acc']:.4f}  peak {s['peak_test_acc']:.4f} (epoch {s['peak_epoch'] + 1})  "
           f"{s['epochs']} epochs in {s['wall_seconds']:.0f} s, {s['images_per_second']:.0f} img/s")
+    if cfg.out and cfg.sal:
+        print(f"SAL ({cfg.sal}) per layer and epoch: {cfg.out}/sal.npz, sal.png; UD: pst-fast ud --clean CLEAN_RUN --poisoned {cfg.out}")
     if cfg.out:
         print(f"run directory: {cfg.out}")
 
@@ -207,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (clean or poisoned data, any defense) and record the run",
                        formatter_class=Formatter, description="Train a model; evaluates clean test accuracy every epoch and records "
-                       "config.json, metrics.jsonl, checkpoint.pt, model.pt, curves.png and summary.json in --out. "
+                       "config.json, metrics.jsonl, checkpoint.pt, model.pt, curves.png and summary.json in --out (with --sal also sal.npz, "
+                       "sal.json and sal.png). "
                        "Re-running the same command resumes a killed run.")
     add_dataclass_options(t, TrainConfig)
     t.set_defaults(func=cmd_train)

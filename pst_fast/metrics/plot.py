@@ -29,7 +29,7 @@ def _pyplot():
 
 def plot_sal_grid(records: list, titles: list[str], path, beta: float | None = None) -> Path:
     """One heatmap per record (rows: layers shallow→deep, columns: measured epochs), shared colour scale;
-    with ``beta``, cells above it are outlined."""
+    with ``beta``, cells above it carry a cyan dot (the layers λ(t) counts)."""
     plt = _pyplot()
     mats = [r.matrix().T for r in records]
     vmax = max(float(m.max()) for m in mats if m.size) if any(m.size for m in mats) else 1.0
@@ -38,12 +38,13 @@ def plot_sal_grid(records: list, titles: list[str], path, beta: float | None = N
     for ax, rec, m, title in zip(axes[0], records, mats, titles):
         im = ax.imshow(m, aspect="auto", cmap="magma", vmin=0.0, vmax=vmax, interpolation="nearest")
         if beta is not None and m.size:
-            ax.contour(m > beta, levels=[0.5], colors="cyan", linewidths=0.8)
+            rows, cols = (m > beta).nonzero()
+            ax.scatter(cols, rows, s=9, c="cyan", marker="o", linewidths=0)
         ax.set_xticks(range(len(rec.epochs)), [str(e + 1) for e in rec.epochs], fontsize=7)
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=9)
         ax.set_yticks(range(len(layers)), [_short(l) for l in layers] if ax is axes[0][0] else [""] * len(layers), fontsize=7)
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="SAL" + (f" (cyan: > β = {beta:.3g})" if beta is not None else ""))
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="SAL" + (f" (dot: > β = {beta:.3g})" if beta is not None else ""))
     return _save(fig, path)
 
 

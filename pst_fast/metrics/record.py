@@ -2,8 +2,8 @@
 
 sal.npz   epochs (E,) measured epochs, 0-based; l0, seconds (E,); sal, s_max, s_min (E, L);
           loss_max, loss_min, ratio_max, ratio_min (E, R, L)  — see :class:`pst_fast.metrics.sal.SALResult`
-sal.json  layers, the resolved SAL config, and what UD compares: model, training epochs, data, dataset
-          fingerprint, poisoned flag, seed, defense
+sal.json  layers, the SAL matrix again (rounded), the resolved SAL config, and what UD compares: model,
+          training epochs, data, dataset fingerprint, poisoned flag, seed, defense
 
 Both files are written atomically; ``np.load`` never unpickles. :class:`SALRecorder` is the trainer hook of
 ``train --sal`` that fills a run's record after the epochs its SAL config selects.
@@ -60,7 +60,8 @@ class SALRecord:
         buf = io.BytesIO()
         np.savez(buf, epochs=np.asarray(self.epochs, dtype=np.int64), **{k: self.matrix(k) for k in ARRAYS})
         atomic_write(d / "sal.npz", lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
-        atomic_write_json(d / "sal.json", {"layers": self.layers, **self.meta, "epochs_measured": self.epochs})
+        atomic_write_json(d / "sal.json", {"layers": self.layers, **self.meta, "epochs_measured": self.epochs,
+                                           "sal": [[round(float(v), 6) for v in row] for row in self.arrays["sal"]]})
 
     @classmethod
     def load(cls, directory: str | Path) -> "SALRecord":
@@ -76,6 +77,7 @@ class SALRecord:
             raise PstFastError(f"{d}/sal.npz: not a readable SAL record ({type(e).__name__}: {str(e)[:100]})") from None
         layers = meta.pop("layers")
         meta.pop("epochs_measured", None)
+        meta.pop("sal", None)
         return cls(layers, meta, epochs, arrays)
 
 

@@ -19,7 +19,6 @@ shared input), then the deeper blocks on the stacked 2B batch. The backward reac
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 import warnings
@@ -178,7 +177,7 @@ def _bn_scale(model: nn.Module, weight_name: str, w: torch.Tensor) -> torch.Tens
 
 
 class _PairedVariants:
-    """The ± copies of every measured layer of ``model`` as stacked (2, *shape) leaf weights (row 0 descends).
+    """The ± copies of every measured layer of ``model`` (left unchanged) as stacked (2, *shape) leaf weights (row 0 descends).
 
     The base model runs with eval-mode BatchNorm folded into its convolutions (one biased conv, exact up to
     rounding); a variant's raw weight W enters its folded conv as W·s, s the per-channel scale of its BN.
@@ -224,9 +223,8 @@ def sal_epoch(model: nn.Module, data: SALData, scfg: SALConfig, l0: float | None
     """SAL of every layer of ``model`` (a BlockModel; left unchanged) on ``data``; ``l0`` None = measure it fresh."""
     t0 = time.perf_counter()
     scfg = scfg.resolved()
-    base = copy.deepcopy(model).eval().requires_grad_(False)
-    layers = layers or sal_layers(base)
-    var = _PairedVariants(base, layers)
+    layers = layers or sal_layers(model)
+    var = _PairedVariants(model, layers)
     if l0 is None:
         l0 = mean_loss(var.model, data.eval_pass(scfg.rounds), label_smoothing)
     L, R = len(layers), scfg.rounds
