@@ -172,6 +172,19 @@ def cmd_ud(args) -> None:
     print(f"wrote {heat} and {bars}")
 
 
+def cmd_sweep_init(args) -> None:
+    from .sweep import EXAMPLE_SPEC
+
+    sys.stdout.write(EXAMPLE_SPEC.read_text())
+
+
+def cmd_sweep_plan(args) -> None:
+    from .sweep import expand, load_spec, plan_text
+
+    spec = load_spec(args.spec)
+    print(plan_text(spec, expand(spec)))
+
+
 def attack_parser(name: str) -> argparse.ArgumentParser:
     from .attacks import get_attack
 
@@ -256,6 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--out", default="ud", help="directory for sal-heatmap.png and ud.png")
     u.add_argument("--json", action="store_true", help='print {"beta": ..., "runs": [{"run", "lp", "ud", ...}]} instead of the table')
     u.set_defaults(func=cmd_ud)
+
+    sw = sub.add_parser("sweep", help="grids of attacks × defenses × models × seeds from a TOML spec").add_subparsers(
+        dest="sweep_command", metavar="ACTION", required=True)
+    si = sw.add_parser("init", help="print a commented example spec (pst-fast sweep init > spec.toml)", formatter_class=Formatter)
+    si.set_defaults(func=cmd_sweep_init)
+    sp = sw.add_parser("plan", help="check a spec and print its cells, each with the poison and clean reference it reuses",
+                       formatter_class=Formatter, description="Every error names the spec's line and key; nothing runs.")
+    sp.add_argument("spec", help="TOML sweep spec")
+    sp.set_defaults(func=cmd_sweep_plan)
 
     m = sub.add_parser("models", help="list registered models with parameter counts and FLOPs per image", formatter_class=Formatter)
     m.add_argument("--num-classes", type=int, default=10, help="classes of the head used for the counts")

@@ -1,0 +1,9 @@
+"""Sweeps: a TOML spec of attacks × defenses × models × datasets × seeds, expanded into content-hashed cells."""
+from pathlib import Path
+
+from .plan import Cell, Poison, expand, plan_text
+from .spec import Spec, SpecError, load_spec, parse_spec
+
+EXAMPLE_SPEC = Path(__file__).with_name("example.toml")
+
+__all__ = ["Cell", "EXAMPLE_SPEC", "Poison", "Spec", "SpecError", "expand", "load_spec", "parse_spec", "plan_text"]

@@ -1,0 +1,119 @@
+"""Expanding a checked spec into cells and the artifacts they share, each named by a content hash of its
+fully resolved configuration (so a rerun, or another spec asking for the same thing, finds it again).
+
+A poison artifact is (dataset, attack, all its parameters, poison seed): generated once, reused by every cell
+on it. A cell is one training run: (data, model, seed, defense with its parameters, training options, SAL).
+With metric "ud", every cell measures fast SAL and UD compares it to the clean standard-training cell of its
+dataset, model and seed — added to the plan as a reference when the grid does not already contain it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from .spec import CLEAN, Spec
+
+
+def content_id(obj) -> str:
+    """16 hex digits of sha256 over the canonical JSON of ``obj``."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Poison:
+    dataset: str
+    attack: str
+    params: tuple  # sorted (name, value) pairs of every parameter, defaults included
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return content_id({"kind": "poison", "dataset": self.dataset, "attack": self.attack, "params": dict(self.params), "seed": self.seed})
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    attack: str           # the spec's alias ("clean" for clean data)
+    defense: str          # the spec's alias
+    model: str
+    seed: int
+    poison: Poison | None
+    train: tuple          # sorted (option, value) pairs of the resolved TrainConfig, data and out excluded
+    reference: bool = False  # only there as the clean reference of UD
+
+    @property
+    def id(self) -> str:
+        return content_id({"kind": "cell", "data": self.poison.id if self.poison else self.dataset, "train": dict(self.train)})
+
+    def config(self) -> dict:
+        return dict(self.train)
+
+
+def _train_options(spec: Spec, model: str, seed: int, defense: str, params: dict) -> tuple:
+    from ..training.config import TrainConfig
+
+    cfg = TrainConfig(**spec.train, model=model, seed=seed, defense=defense, quiet=True,
+                      defense_args=",".join(f"{k}={v}" for k, v in sorted(params.items())),
+                      sal="fast" if "ud" in spec.metrics else "")
+    return tuple(sorted(cfg.identity().items()))
+
+
+def expand(spec: Spec) -> list[Cell]:
+    """Every cell of the grid (datasets × attacks × defenses × models × seeds), then the UD references it lacks."""
+    from ..attacks import ATTACKS
+    from ..attacks.base import params_from
+
+    cells = []
+    for dataset in spec.datasets:
+        for alias, name, overrides in spec.attacks:
+            poison = None
+            if name != CLEAN:
+                p = dataclasses.asdict(params_from(ATTACKS[name], overrides))
+                poison = Poison(dataset, name, tuple(sorted(p.items())), spec.poison_seed)
+            for d_alias, d_name, d_params in spec.defenses:
+                for model in spec.models:
+                    for seed in spec.seeds:
+                        cells.append(Cell(dataset, alias, d_alias, model, seed, poison, _train_options(spec, model, seed, d_name, d_params)))
+    if "ud" in spec.metrics:
+        have = {c.id for c in cells}
+        for dataset in spec.datasets:
+            for model in spec.models:
+                for seed in spec.seeds:
+                    ref = Cell(dataset, CLEAN, "standard", model, seed, None, _train_options(spec, model, seed, "standard", {}), reference=True)
+                    if ref.id not in have:
+                        have.add(ref.id)
+                        cells.append(ref)
+    return cells
+
+
+def reference_of(cell: Cell, cells: list[Cell]) -> Cell | None:
+    """The clean standard-training cell UD compares ``cell`` with (same dataset, model, seed)."""
+    for c in cells:
+        if c.poison is None and dict(c.train)["defense"] == "standard" and not dict(c.train)["defense_args"] \
+                and (c.dataset, c.model, c.seed) == (cell.dataset, cell.model, cell.seed):
+            return c
+    return None
+
+
+def plan_text(spec: Spec, cells: list[Cell]) -> str:
+    """What ``pst-fast sweep plan`` prints: one line per cell with what it reuses, then the totals."""
+    poisons = {}
+    for c in cells:
+        if c.poison:
+            poisons.setdefault(c.poison.id, []).append(c)
+    lines = [f"sweep {spec.name!r}: {len(cells)} cells ({sum(c.reference for c in cells)} UD references), "
+             f"{len(poisons)} poisons to generate, metrics {', '.join(spec.metrics)}",
+             f"{'cell':<17} {'dataset':<14} {'attack':<10} {'defense':<12} {'model':<10} {'seed':>4}  reuses"]
+    for c in cells:
+        reuse = []
+        if c.poison:
+            reuse.append(f"poison {c.poison.id} (shared by {len(poisons[c.poison.id])} cells)")
+        if "ud" in spec.metrics and not (c.poison is None and c.defense == "standard"):
+            ref = reference_of(c, cells)
+            reuse.append(f"clean reference {ref.id}" if ref else "no clean reference")
+        tag = " [UD reference]" if c.reference else ""
+        lines.append(f"{c.id:<17} {c.dataset[-14:]:<14} {c.attack:<10} {c.defense:<12} {c.model:<10} {c.seed:>4}  {'; '.join(reuse)}{tag}")
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""The sweep spec: one TOML file naming a grid (datasets × attacks × defenses × models × seeds), the training
+budget, the metrics and the resources. It is parsed and checked whole before anything runs; every error is
+one line naming the spec's line and key.
+
+    [sweep]            name, datasets, models, seeds, metrics ("accuracy" always; "ud" adds fast SAL to every
+                       cell and a shared clean reference run per dataset, model and seed), poison_seed
+    [train]            TrainConfig options for every cell (epochs, batch_size, lr, ...)
+    [attacks.NAME]     one attack of the grid; its keys are the attack's parameters. NAME is the attack
+                       ('pst-fast attacks'), or an alias with attack = "em"; [attacks.clean] is the clean data
+    [defenses.NAME]    one defense; its keys are the defense's parameters ('pst-fast defenses'), or an alias
+                       with defense = "pst"
+    [resources]        workers (local processes), threads (per worker), device
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import PstFastError
+
+TOP = {"sweep", "train", "attacks", "defenses", "resources"}
+SWEEP_KEYS = {"name": str, "datasets": list, "models": list, "seeds": list, "metrics": list, "poison_seed": int}
+RESOURCE_KEYS = {"workers": int, "threads": int, "device": str}
+METRICS = ("accuracy", "ud")
+CLEAN = "clean"
+
+
+@dataclass
+class Spec:
+    """A checked sweep spec: attack and defense entries are (alias, name, resolved parameters)."""
+
+    name: str
+    datasets: list[str]
+    models: list[str]
+    seeds: list[int]
+    metrics: list[str]
+    poison_seed: int
+    train: dict
+    attacks: list[tuple[str, str, dict]]
+    defenses: list[tuple[str, str, dict]]
+    resources: dict = field(default_factory=dict)
+    path: str = ""
+
+
+class SpecError(PstFastError):
+    pass
+
+
+def _line(text: str, table: str, key: str | None = None) -> int:
+    """1-based line of ``key`` inside ``[table]`` (or of the table header when key is None); 0 if not found."""
+    current, header_line = "", 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        s = raw.split("#", 1)[0].strip()
+        m = re.fullmatch(r"\[\s*([^\]]+?)\s*\]", s)
+        if m:
+            current = re.sub(r"\s*\.\s*", ".", m.group(1)).replace('"', "")
+            if current == table:
+                header_line = n
+            continue
+        if key is not None and current == table and re.match(rf'"?{re.escape(key)}"?\s*=', s):
+            return n
+    return header_line
+
+
+def _fail(path: str, text: str, table: str, key: str | None, msg: str):
+    n = _line(text, table, key)
+    where = f"{path}:{n}" if n else path
+    raise SpecError(f"{where}: [{table}]{' ' + key if key else ''}: {msg}")
+
+
+def _typed(path, text, table, key, value, want) -> None:
+    ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+    if want is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        _fail(path, text, table, key, f"expected a {want.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _params(path, text, table, cls, values: dict) -> dict:
+    """``values`` checked against the dataclass ``cls`` (names and types); returns them."""
+    fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
+    for k, v in values.items():
+        if k not in fields:
+            _fail(path, text, table, k, f"unknown parameter; expected one of {', '.join(fields) or '(none)'}")
+        default = fields[k].default
+        _typed(path, text, table, k, v, float if isinstance(default, float) else type(default))
+    return dict(values)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and check the spec at ``path`` (see the module docstring)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise SpecError(f"{p}: cannot read the sweep spec ({e.strerror})") from None
+    return parse_spec(text, str(p))
+
+
+def parse_spec(text: str, path: str = "<spec>") -> Spec:
+    from ..attacks import ATTACKS
+    from ..defenses import DEFENSE_PARAMS, DEFENSES
+    from ..models import list_models
+    from ..training.config import TrainConfig
+
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: not valid TOML ({e})") from None
+    for k in doc:
+        if k not in TOP:
+            _fail(path, text, k, None, f"unknown section; expected one of {', '.join(sorted(TOP))}")
+    sweep = doc.get("sweep", {})
+    for k, v in sweep.items():
+        if k not in SWEEP_KEYS:
+            _fail(path, text, "sweep", k, f"unknown key; expected one of {', '.join(SWEEP_KEYS)}")
+        _typed(path, text, "sweep", k, v, SWEEP_KEYS[k])
+    datasets = sweep.get("datasets", ["cifar10-mini"])
+    models, seeds = sweep.get("models", ["fastnet"]), sweep.get("seeds", [0])
+    metrics = sweep.get("metrics", ["accuracy"])
+    for key, values, ok, expected in (("models", models, lambda m: m in list_models(), "a registered model ('pst-fast models')"),
+                                      ("seeds", seeds, lambda s: isinstance(s, int) and not isinstance(s, bool) and s >= 0, "integers >= 0"),
+                                      ("metrics", metrics, lambda m: m in METRICS, f"one of {', '.join(METRICS)}"),
+                                      ("datasets", datasets, lambda d: isinstance(d, str) and d, "dataset names or directories")):
+        bad = [v for v in values if not ok(v)]
+        if bad:
+            _fail(path, text, "sweep", key, f"{bad[0]!r} is not {expected}")
+    train = doc.get("train", {})
+    tfields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for k, v in train.items():
+        if k not in tfields or k in ("data", "out", "defense", "defense_args", "seed", "model", "sal", "sal_args"):
+            _fail(path, text, "train", k, "not a training option a sweep sets ('pst-fast train --help'; data, model, seed, "
+                  "defense and SAL come from the grid)" if k in tfields else "unknown training option ('pst-fast train --help')")
+        d = tfields[k].default
+        _typed(path, text, "train", k, v, float if isinstance(d, float) else type(d))
+    try:
+        TrainConfig(**train).validate()
+    except PstFastError as e:
+        _fail(path, text, "train", None, str(e))
+
+    attacks = []
+    for alias, values in doc.get("attacks", {}).items():
+        table = f"attacks.{alias}"
+        values = dict(values)
+        name = values.pop("attack", alias)
+        if name == CLEAN:
+            if values:
+                _fail(path, text, table, next(iter(values)), "the clean entry takes no parameters")
+            attacks.append((alias, CLEAN, {}))
+            continue
+        if name not in ATTACKS:
+            _fail(path, text, table, "attack" if "attack" in doc["attacks"][alias] else None,
+                  f"unknown attack {name!r}; expected one of {CLEAN}, {', '.join(ATTACKS)}")
+        attacks.append((alias, name, _params(path, text, table, ATTACKS[name].params, values)))
+    defenses = []
+    for alias, values in doc.get("defenses", {}).items():
+        table = f"defenses.{alias}"
+        values = dict(values)
+        name = values.pop("defense", alias)
+        if name not in DEFENSES:
+            _fail(path, text, table, "defense" if "defense" in doc["defenses"][alias] else None,
+                  f"unknown defense {name!r}; expected one of {', '.join(sorted(DEFENSES))}")
+        defenses.append((alias, name, _params(path, text, table, DEFENSE_PARAMS.get(name), values)))
+    resources = doc.get("resources", {})
+    for k, v in resources.items():
+        if k not in RESOURCE_KEYS:
+            _fail(path, text, "resources", k, f"unknown key; expected one of {', '.join(RESOURCE_KEYS)}")
+        _typed(path, text, "resources", k, v, RESOURCE_KEYS[k])
+    for key, values in (("datasets", datasets), ("models", models), ("seeds", seeds)):
+        if not values:
+            _fail(path, text, "sweep", key, "is empty: the grid has no cells")
+    for table, entries in (("attacks", attacks), ("defenses", defenses)):
+        if not entries:
+            raise SpecError(f"{path}: no [{table}.NAME] section: the grid has no cells")
+    return Spec(sweep.get("name", Path(path).stem), datasets, models, seeds, metrics, sweep.get("poison_seed", 0), train,
+                attacks, defenses, resources, path)

@@ -1,0 +1,67 @@
+"""Sweep specs: the example parses and expands; bad specs are refused before anything runs, naming line and key."""
+import pytest
+
+from pst_fast.cli import main
+from pst_fast.sweep import EXAMPLE_SPEC, SpecError, expand, load_spec, parse_spec
+
+BASE = """
+[sweep]
+seeds = [0]
+[train]
+epochs = 2
+[attacks.lsp]
+[defenses.standard]
+"""
+
+
+def test_example_spec_expands_to_the_documented_grid(capsys):
+    spec = load_spec(EXAMPLE_SPEC)
+    cells = expand(spec)
+    assert len(cells) == 3 * 3 * 1 * 2 and len({c.id for c in cells}) == len(cells)
+    poisons = {c.poison.id for c in cells if c.poison}
+    assert len(poisons) == 2 and all(sum(c.poison is not None and c.poison.id == p for c in cells) == 6 for p in poisons)
+    assert [c.id for c in expand(load_spec(EXAMPLE_SPEC))] == [c.id for c in cells]  # content ids are stable
+    assert main(["sweep", "init"]) == 0 and "[attacks.em]" in capsys.readouterr().out
+    assert main(["sweep", "plan", str(EXAMPLE_SPEC)]) == 0
+    assert "poison" in capsys.readouterr().out
+
+
+def test_ud_adds_the_clean_reference_once():
+    spec = parse_spec(BASE.replace("seeds = [0]", 'seeds = [0]\nmetrics = ["accuracy", "ud"]'))
+    cells = expand(spec)
+    assert [c.reference for c in cells] == [False, True]
+    assert dict(cells[0].train)["sal"] == "fast" and cells[1].poison is None
+
+
+def test_alias_runs_one_defense_with_other_parameters():
+    spec = parse_spec(BASE + '[defenses.pst-late]\ndefense = "pst"\nthaw_epoch = 9.0\n')
+    cells = expand(spec)
+    assert [dict(c.train)["defense_args"] for c in cells] == ["", "thaw_epoch=9.0"]
+
+
+@pytest.mark.parametrize("text,match", [
+    (BASE + "[attacks.emm]\n", r"<spec>:8: \[attacks.emm\]: unknown attack 'emm'"),
+    (BASE.replace("epochs = 2", "epoch = 2"), r"<spec>:5: \[train\] epoch: unknown training option"),
+    (BASE.replace("epochs = 2", 'epochs = "two"'), r"<spec>:5: \[train\] epochs: expected a int, got str"),
+    (BASE + "[attacks.em]\nmax_rounds = 2.5\n", r"<spec>:\d+: \[attacks.em\] max_rounds: expected a int"),
+    (BASE + "[defenses.pst]\nthaw = 3\n", r"\[defenses.pst\] thaw: unknown parameter"),
+    (BASE.replace("seeds = [0]", "seeds = []"), r"\[sweep\] seeds: is empty"),
+    (BASE.replace("[attacks.lsp]", ""), r"no \[attacks.NAME\] section"),
+    (BASE.replace("seeds = [0]", 'seed = [0]'), r"<spec>:3: \[sweep\] seed: unknown key"),
+    (BASE.replace("seeds = [0]", 'models = ["resnet19"]'), r"\[sweep\] models: 'resnet19' is not a registered model"),
+    (BASE + "[extra]\n", r"\[extra\]: unknown section"),
+    (BASE.replace("epochs = 2", "seed = 3"), r"\[train\] seed: not a training option a sweep sets"),
+    ("[sweep\n", r"not valid TOML"),
+])
+def test_bad_specs_are_refused_with_line_and_key(text, match):
+    with pytest.raises(SpecError, match=match) as e:
+        parse_spec(text)
+    assert "\n" not in str(e.value)
+
+
+def test_plan_cli_reports_spec_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BASE.replace("epochs = 2", "epochs = -1"))
+    assert main(["sweep", "plan", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:4: [train]: --epochs=-1" in err and err.count("\n") == 1
