@@ -185,6 +185,22 @@ def cmd_sweep_plan(args) -> None:
     print(plan_text(spec, expand(spec)))
 
 
+def cmd_sweep_run(args) -> None:
+    from .sweep import load_spec
+    from .sweep.run import run_sweep
+
+    store = run_sweep(load_spec(args.spec), args.db, workdir=args.workdir, workers=args.workers, retry_failed=args.retry_failed)
+    rows = store.cells()
+    pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    print(f"{'attack':<12} {'defense':<12} {'model':<10} {'seed':>4} {'status':<8} {'final':>6} {'peak':>6} {'UD':>6}")
+    for r in rows:
+        ud = "—" if r["ud"] is None else f"{r['ud']:.2f}"
+        print(f"{r['attack']:<12} {r['defense']:<12} {r['model']:<10} {r['seed']:>4} {r['status']:<8} {pct(r['final_test_acc']):>6} "
+              f"{pct(r['peak_test_acc']):>6} {ud:>6}" + (f"  {r['error']}" if r["error"] else ""))
+    done = sum(r["status"] == "done" for r in rows)
+    print(f"{done}/{len(rows)} cells done; results in {args.db}")
+
+
 def attack_parser(name: str) -> argparse.ArgumentParser:
     from .attacks import get_attack
 
@@ -278,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=Formatter, description="Every error names the spec's line and key; nothing runs.")
     sp.add_argument("spec", help="TOML sweep spec")
     sp.set_defaults(func=cmd_sweep_plan)
+    sr = sw.add_parser("run", help="run a spec's unfinished cells and record them in SQLite (re-run to resume)", formatter_class=Formatter,
+                       description="Generates each poison once, trains every cell in worker processes and writes results to --db as "
+                       "they finish. Killed at any point, the same command continues: finished cells are kept, a half-finished "
+                       "cell resumes from its last checkpoint.")
+    sr.add_argument("spec", help="TOML sweep spec")
+    sr.add_argument("--db", required=True, help="SQLite results database (created if missing)")
+    sr.add_argument("--workdir", default=None, help="where poisons and run directories go (default: next to --db, DB-NAME-runs/)")
+    sr.add_argument("--workers", type=int, default=None, help="worker processes (default: [resources] workers of the spec, else 2)")
+    sr.add_argument("--retry-failed", action="store_true", help="also rerun cells that failed before")
+    sr.set_defaults(func=cmd_sweep_run)
 
     m = sub.add_parser("models", help="list registered models with parameter counts and FLOPs per image", formatter_class=Formatter)
     m.add_argument("--num-classes", type=int, default=10, help="classes of the head used for the counts")

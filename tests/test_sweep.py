@@ -1,5 +1,13 @@
 """Sweep specs: the example parses and expands; bad specs are refused before anything runs, naming line and key."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
 import pytest
+from conftest import write_noise_dataset
 
 from pst_fast.cli import main
 from pst_fast.sweep import EXAMPLE_SPEC, SpecError, expand, load_spec, parse_spec
@@ -65,3 +73,54 @@ def test_plan_cli_reports_spec_errors(tmp_path, capsys):
     assert main(["sweep", "plan", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:4: [train]: --epochs=-1" in err and err.count("\n") == 1
+
+
+def tiny_spec(root, tmp_path):
+    data = write_noise_dataset(root, 96, 32)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f"""
+[sweep]
+datasets = ["{data}"]
+models = ["fastnet-small"]
+metrics = ["accuracy", "ud"]
+[train]
+epochs = 2
+batch_size = 32
+warmup_epochs = 0.5
+[attacks.clean]
+[attacks.random]
+[defenses.standard]
+[defenses.cutout]
+[resources]
+workers = 2
+""")
+    return spec
+
+
+def results(db):
+    con = sqlite3.connect(db)
+    cells = {r[0]: r[1:] for r in con.execute("SELECT id, status, final_test_acc, peak_test_acc, ud FROM cells")}
+    return cells, con.execute("SELECT cell, COUNT(*) FROM epochs GROUP BY cell").fetchall()
+
+
+def test_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
+    spec = tiny_spec(tmp_path / "noise", tmp_path)
+    assert main(["sweep", "run", str(spec), "--db", str(tmp_path / "ref.db")]) == 0
+    ref, ref_epochs = results(tmp_path / "ref.db")
+    assert len(ref) == 4 and all(r[0] == "done" and r[3] is not None for r in ref.values())
+
+    db = tmp_path / "killed.db"
+    proc = subprocess.Popen([sys.executable, "-m", "pst_fast.cli", "sweep", "run", str(spec), "--db", str(db)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if db.exists() and any(r[0] == "done" for r in results(db)[0].values()):
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial, _ = results(db)
+    assert 1 <= sum(r[0] == "done" for r in partial.values()) < 4
+    assert main(["sweep", "run", str(spec), "--db", str(db)]) == 0
+    resumed, epochs = results(db)
+    assert resumed == ref and sorted(epochs) == sorted(ref_epochs)

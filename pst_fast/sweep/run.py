@@ -1,0 +1,126 @@
+"""Running a sweep locally: each poison is generated once, then every cell trains in a pool of worker
+processes; results go to the SQLite store as they finish. Re-running the same command skips finished cells,
+restarts a killed cell from its last checkpoint (its run directory) and, with ``retry_failed``, reruns
+failed ones. UD is computed last, from the finished cells' SAL records."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..errors import PstFastError
+from .plan import Cell, expand, reference_of
+from .spec import Spec
+from .store import Store
+
+
+def _worker_init(threads: int) -> None:
+    """Set the worker's thread count; on Linux, die with the sweep process (a kill -9 of the sweep must not leave
+    a worker still writing into a run directory that the restarted sweep resumes)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _make_poison(attack: str, dataset: str, params: dict, seed: int, out: str, device: str) -> float:
+    from ..attacks import poison
+
+    if not Path(out).is_dir():  # a finished poison is a complete directory (written by rename)
+        poison(attack, dataset, out, seed=seed, device=device, progress=False, **params)
+    return time.time()
+
+
+def _train_cell(config: dict, data: str, out: str, device: str) -> tuple[dict, list[dict]]:
+    from ..training import TrainConfig, train
+    from ..training.rundir import RunDir
+
+    cfg = TrainConfig(**config | {"data": data, "out": out, "device": device, "quiet": True})
+    summary = train(cfg)
+    return summary, RunDir(out, cfg).metrics()
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+
+
+def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, workers: int | None = None,
+              retry_failed: bool = False, progress: bool = True) -> Store:
+    """Run every unfinished cell of ``spec``; artifacts live under ``workdir`` (default: DB name + '-runs')."""
+    store = Store(db)
+    cells = expand(spec)
+    store.add_cells(cells)
+    root = (Path(workdir) if workdir else Path(db).with_name(Path(db).stem + "-runs")).resolve()
+    workers = workers or spec.resources.get("workers", max(1, min(2, os.cpu_count() or 1)))
+    threads = spec.resources.get("threads", 1)
+    device = spec.resources.get("device", "auto")
+    todo = [c for c in cells if store.status(c.id) not in ("done",) + (() if retry_failed else ("failed",))]
+    poisons = {c.poison.id: c.poison for c in todo if c.poison}
+    ctx = multiprocessing.get_context("spawn")
+    bar = tqdm(total=len(poisons) + len(todo), desc=f"sweep {spec.name}", unit="job", disable=not progress)
+    failed_poisons: dict[str, str] = {}
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
+        jobs = {}
+        for pid, p in poisons.items():
+            out = str(root / "poisons" / pid)
+            jobs[pool.submit(_make_poison, p.attack, p.dataset, dict(p.params), p.seed, out, device)] = ("poison", p, out, time.time())
+        while jobs:
+            done, _ = wait(jobs, return_when=FIRST_COMPLETED)
+            for f in done:
+                _, p, out, t0 = jobs.pop(f)
+                bar.update(1)
+                if f.exception() is not None:
+                    failed_poisons[p.id] = f"poison {p.attack}: {_error(f.exception())}"
+                else:
+                    store.artifact_done(p.id, "poison", {"dataset": p.dataset, "attack": p.attack, "params": dict(p.params), "seed": p.seed},
+                                        out, time.time() - t0)
+        for c in todo:
+            if c.poison and c.poison.id in failed_poisons:
+                store.cell_failed(c.id, failed_poisons[c.poison.id])
+                bar.update(1)
+                continue
+            out = str(root / "runs" / c.id)
+            store.cell_started(c.id, out)
+            data = str(root / "poisons" / c.poison.id) if c.poison else c.dataset
+            jobs[pool.submit(_train_cell, c.config(), data, out, device)] = c
+        while jobs:
+            done, _ = wait(jobs, return_when=FIRST_COMPLETED)
+            for f in done:
+                c = jobs.pop(f)
+                bar.update(1)
+                if f.exception() is not None:
+                    store.cell_failed(c.id, _error(f.exception()))
+                else:
+                    store.cell_done(c.id, *f.result())
+    bar.close()
+    if "ud" in spec.metrics:
+        _fill_ud(store, cells)
+    return store
+
+
+def _fill_ud(store: Store, cells: list[Cell]) -> None:
+    """UD of every finished cell against its finished clean reference (1.0 for the reference itself)."""
+    from ..metrics.ud import unlearnable_distance
+
+    rows = {r["id"]: r for r in store.cells()}
+    for c in cells:
+        ref = reference_of(c, cells)
+        row, ref_row = rows.get(c.id), rows.get(ref.id) if ref else None
+        if not (row and ref_row and row["status"] == ref_row["status"] == "done"):
+            continue
+        try:
+            rep = unlearnable_distance(ref_row["run_dir"], [row["run_dir"]])
+        except PstFastError as e:
+            store.note_error(c.id, f"UD: {e}")
+            continue
+        store.set_ud(c.id, rep["runs"][0]["ud"], rep["runs"][0]["lp"])
