@@ -201,6 +201,21 @@ def cmd_sweep_run(args) -> None:
     print(f"{done}/{len(rows)} cells done; results in {args.db}")
 
 
+def cmd_report(args) -> None:
+    from pathlib import Path
+
+    from .sweep.report import dumps, write_report
+
+    if not Path(args.db).is_file():
+        raise PstFastError(f"{args.db}: no such results database (written by 'pst-fast sweep run --db')")
+    if args.format in ("csv", "json"):
+        sys.stdout.write(dumps(args.db, args.format))
+        return
+    page = write_report(args.db, args.out)
+    print((Path(args.out) / "report.md").read_text().split("\n![grid]")[0])
+    print(f"report: {page}")
+
+
 def attack_parser(name: str) -> argparse.ArgumentParser:
     from .attacks import get_attack
 
@@ -304,6 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--workers", type=int, default=None, help="worker processes (default: [resources] workers of the spec, else 2)")
     sr.add_argument("--retry-failed", action="store_true", help="also rerun cells that failed before")
     sr.set_defaults(func=cmd_sweep_run)
+
+    rp = sub.add_parser("report", help="tables and plots of a sweep database (Markdown + HTML, or CSV/JSON records)", formatter_class=Formatter,
+                        description="Writes report.md, report.html, grid.png (attack × defense heatmap) and curves.png to --out; "
+                        "with --format csv|json prints one record per cell instead. Unfinished cells are marked.")
+    rp.add_argument("db", help="SQLite results database of 'pst-fast sweep run'")
+    rp.add_argument("--out", default="report", help="directory of the report")
+    rp.add_argument("--format", default="html", choices=["html", "csv", "json"], help="html: the Markdown + HTML page; csv/json: records on stdout")
+    rp.set_defaults(func=cmd_report)
 
     m = sub.add_parser("models", help="list registered models with parameter counts and FLOPs per image", formatter_class=Formatter)
     m.add_argument("--num-classes", type=int, default=10, help="classes of the head used for the counts")

@@ -1,4 +1,5 @@
 """Sweep specs: the example parses and expands; bad specs are refused before anything runs, naming line and key."""
+import json
 import os
 import signal
 import sqlite3
@@ -121,6 +122,26 @@ def test_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
     proc.wait()
     partial, _ = results(db)
     assert 1 <= sum(r[0] == "done" for r in partial.values()) < 4
+    assert main(["report", str(db), "--out", str(tmp_path / "partial")]) == 0  # a partial sweep reports what is done
+    assert "pending" in (tmp_path / "partial" / "report.md").read_text()
     assert main(["sweep", "run", str(spec), "--db", str(db)]) == 0
     resumed, epochs = results(db)
     assert resumed == ref and sorted(epochs) == sorted(ref_epochs)
+
+
+def test_report_renders_and_exports_records(tmp_path, capsys):
+    spec = tiny_spec(tmp_path / "noise", tmp_path)
+    spec.write_text(spec.read_text().replace('metrics = ["accuracy", "ud"]', 'metrics = ["accuracy"]').replace("[defenses.cutout]\n", ""))
+    db = tmp_path / "r.db"
+    assert main(["sweep", "run", str(spec), "--db", str(db)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(db), "--format", "json"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert len(recs) == 2 and {"attack", "defense", "model", "seed", "status", "final_test_acc", "peak_test_acc", "ud"} <= set(recs[0])
+    assert main(["report", str(db), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.count("\n") == 3
+    assert main(["report", str(db), "--out", str(tmp_path / "rep")]) == 0
+    for f in ("report.md", "report.html", "grid.png", "curves.png"):
+        assert (tmp_path / "rep" / f).stat().st_size > 0
+    assert "| clean |" in (tmp_path / "rep" / "report.md").read_text()
+    assert main(["report", str(tmp_path / "none.db")]) == 2
