@@ -189,7 +189,8 @@ def cmd_sweep_run(args) -> None:
     from .sweep import load_spec
     from .sweep.run import run_sweep
 
-    store = run_sweep(load_spec(args.spec), args.db, workdir=args.workdir, workers=args.workers, retry_failed=args.retry_failed)
+    store = run_sweep(load_spec(args.spec), args.db, workdir=args.workdir, workers=args.workers, retry_failed=args.retry_failed,
+                      executor=args.executor, address=args.address)
     rows = store.cells()
     pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
     print(f"{'attack':<12} {'defense':<12} {'model':<10} {'seed':>4} {'status':<8} {'final':>6} {'peak':>6} {'UD':>6}")
@@ -318,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--workdir", default=None, help="where poisons and run directories go (default: next to --db, DB-NAME-runs/)")
     sr.add_argument("--workers", type=int, default=None, help="worker processes (default: [resources] workers of the spec, else 2)")
     sr.add_argument("--retry-failed", action="store_true", help="also rerun cells that failed before")
+    sr.add_argument("--executor", default="local", choices=["local", "ray"], help="local worker processes, or tasks on a Ray cluster")
+    sr.add_argument("--address", default=None, help="Ray cluster address: auto or HOST:PORT (default: start a local Ray instance)")
     sr.set_defaults(func=cmd_sweep_run)
 
     rp = sub.add_parser("report", help="tables and plots of a sweep database (Markdown + HTML, or CSV/JSON records)", formatter_class=Formatter,

@@ -145,3 +145,21 @@ def test_report_renders_and_exports_records(tmp_path, capsys):
         assert (tmp_path / "rep" / f).stat().st_size > 0
     assert "| clean |" in (tmp_path / "rep" / "report.md").read_text()
     assert main(["report", str(tmp_path / "none.db")]) == 2
+
+
+def test_ray_executor_gives_the_local_results(tmp_path):
+    """A local Ray instance (CPU only) runs the same cells; every number and every epoch line matches the local pool."""
+    ray = pytest.importorskip("ray")
+    spec = tiny_spec(tmp_path / "noise", tmp_path)
+    spec.write_text(spec.read_text().replace('metrics = ["accuracy", "ud"]', 'metrics = ["accuracy"]'))
+    assert main(["sweep", "run", str(spec), "--db", str(tmp_path / "local.db")]) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main(["sweep", "run", str(spec), "--db", str(tmp_path / "ray.db"), "--executor", "ray"]) == 0
+    finally:
+        ray.shutdown()
+    lines = lambda db: sqlite3.connect(db).execute("SELECT cell, epoch, line FROM epochs ORDER BY cell, epoch").fetchall()  # noqa: E731
+    strip = lambda rows: [(c, e, {k: v for k, v in json.loads(l).items() if "seconds" not in k and k != "images_per_second"})  # noqa: E731
+                          for c, e, l in rows]
+    assert results(tmp_path / "ray.db") == results(tmp_path / "local.db")
+    assert strip(lines(tmp_path / "ray.db")) == strip(lines(tmp_path / "local.db")) and len(lines(tmp_path / "ray.db")) == 8

@@ -19,14 +19,14 @@ from .spec import Spec
 from .store import Store
 
 
-def _worker_init(threads: int) -> None:
+def _worker_init(threads: int, die_with_parent: bool = True) -> None:
     """Set the worker's thread count; on Linux, die with the sweep process (a kill -9 of the sweep must not leave
     a worker still writing into a run directory that the restarted sweep resumes)."""
     import torch
 
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    if sys.platform.startswith("linux"):
+    if die_with_parent and sys.platform.startswith("linux"):
         import ctypes
         import signal
 
@@ -50,13 +50,45 @@ def _train_cell(config: dict, data: str, out: str, device: str) -> tuple[dict, l
     return summary, RunDir(out, cfg).metrics()
 
 
+class RayPool:
+    """The executor interface of ProcessPoolExecutor (``submit`` -> Future) over Ray tasks on an existing cluster
+    (``address`` 'auto' or HOST:PORT) or a local instance (None). Tasks get ``threads`` CPUs (and ``gpus`` GPUs);
+    only configs and paths are shipped: workers read datasets and write run directories on a shared path."""
+
+    def __init__(self, address: str | None, threads: int, gpus: float = 0.0):
+        try:
+            import ray
+        except ImportError:
+            raise PstFastError("--executor ray: ray is not installed (pip install 'pst-fast[ray]')") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        self.threads = threads
+        self.task = ray.remote(num_cpus=threads, num_gpus=gpus)(_ray_task)
+
+    def submit(self, fn, *args):
+        return self.task.remote(self.threads, fn, *args).future()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _ray_task(threads: int, fn, *args):
+    _worker_init(threads, die_with_parent=False)
+    return fn(*args)
+
+
 def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
 
 
 def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, workers: int | None = None,
-              retry_failed: bool = False, progress: bool = True) -> Store:
-    """Run every unfinished cell of ``spec``; artifacts live under ``workdir`` (default: DB name + '-runs')."""
+              retry_failed: bool = False, progress: bool = True, executor: str = "local", address: str | None = None) -> Store:
+    """Run every unfinished cell of ``spec``; artifacts live under ``workdir`` (default: DB name + '-runs').
+    ``executor``: 'local' (a pool of worker processes) or 'ray' (tasks on the Ray cluster at ``address``)."""
     store = Store(db)
     cells = expand(spec)
     store.add_cells(cells)
@@ -69,7 +101,13 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
     ctx = multiprocessing.get_context("spawn")
     bar = tqdm(total=len(poisons) + len(todo), desc=f"sweep {spec.name}", unit="job", disable=not progress)
     failed_poisons: dict[str, str] = {}
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
+    if executor == "ray":
+        pool = RayPool(address, threads, spec.resources.get("gpus_per_cell", 0.0))
+    elif executor == "local":
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,))
+    else:
+        raise PstFastError(f"--executor {executor!r}: expected local or ray")
+    with pool:
         jobs = {}
         for pid, p in poisons.items():
             out = str(root / "poisons" / pid)

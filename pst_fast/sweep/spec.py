@@ -9,7 +9,7 @@ one line naming the spec's line and key.
                        ('pst-fast attacks'), or an alias with attack = "em"; [attacks.clean] is the clean data
     [defenses.NAME]    one defense; its keys are the defense's parameters ('pst-fast defenses'), or an alias
                        with defense = "pst"
-    [resources]        workers (local processes), threads (per worker), device
+    [resources]        workers (local processes), threads (CPUs per cell), device, gpus_per_cell (Ray)
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ..errors import PstFastError
 
 TOP = {"sweep", "train", "attacks", "defenses", "resources"}
 SWEEP_KEYS = {"name": str, "datasets": list, "models": list, "seeds": list, "metrics": list, "poison_seed": int}
-RESOURCE_KEYS = {"workers": int, "threads": int, "device": str}
+RESOURCE_KEYS = {"workers": int, "threads": int, "device": str, "gpus_per_cell": float}
 METRICS = ("accuracy", "ud")
 CLEAN = "clean"
 
