@@ -19,6 +19,8 @@ EPILOG = """examples:
   pst-fast defenses
   pst-fast train --data poisons/em --sal --out runs/em          # per-layer SAL after epochs (fast mode)
   pst-fast ud --clean runs/clean --poisoned runs/em             # unlearnable distance from the SAL records
+  pst-fast sweep init > spec.toml && pst-fast sweep run spec.toml --db results.db
+  pst-fast report results.db --out report
 """
 
 
