@@ -15,7 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-from pst_fast.io import atomic_write, atomic_write_text
+from pst_fast.figures import pyplot, save_png
+from pst_fast.io import atomic_write_text
 from pst_fast.training import train
 
 
@@ -43,10 +44,7 @@ def cell(run_dir: Path) -> str:
 
 def plot(out: Path, poisons, recipes) -> Path:
     """OUT/study.png: clean test accuracy per epoch, one panel per poison, one line per finished recipe."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ncol = min(4, len(poisons))
     nrow = -(-len(poisons) // ncol)
@@ -66,9 +64,7 @@ def plot(out: Path, poisons, recipes) -> Path:
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=min(len(handles), 8), fontsize=8)
     path = out / "study.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return path
+    return save_png(fig, path, tight=False)
 
 
 def main():

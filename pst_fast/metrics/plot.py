@@ -3,34 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io import atomic_write
+from ..figures import pyplot, save_png
 
 
 def _short(layer: str) -> str:
     return layer.removeprefix("blocks.").removesuffix(".weight")
 
 
-def _save(fig, path) -> Path:
-    import matplotlib.pyplot as plt
-
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
-    return out
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_sal_grid(records: list, titles: list[str], path, beta: float | None = None) -> Path:
     """One heatmap per record (rows: layers shallow→deep, columns: measured epochs), shared colour scale;
     with ``beta``, cells above it carry a cyan dot (the layers λ(t) counts)."""
-    plt = _pyplot()
+    plt = pyplot()
     mats = [r.matrix().T for r in records]
     vmax = max(float(m.max()) for m in mats if m.size) if any(m.size for m in mats) else 1.0
     layers = records[0].layers
@@ -45,7 +28,7 @@ def plot_sal_grid(records: list, titles: list[str], path, beta: float | None = N
         ax.set_title(title, fontsize=9)
         ax.set_yticks(range(len(layers)), [_short(l) for l in layers] if ax is axes[0][0] else [""] * len(layers), fontsize=7)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="SAL" + (f" (dot: > β = {beta:.3g})" if beta is not None else ""))
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_sal(record, path) -> Path:
@@ -55,7 +38,7 @@ def plot_sal(record, path) -> Path:
 
 def plot_ud(report: dict, path) -> Path:
     """Bar chart of UD per poisoned run, with the clean level (1.0) marked."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [Path(r["run"]).name for r in report["runs"]]
     uds = [r["ud"] for r in report["runs"]]
     fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(names), 3.2))
@@ -68,6 +51,6 @@ def plot_ud(report: dict, path) -> Path:
     ax.set_ylim(0, max([1.3] + [u * 1.15 for u in uds]))
     ax.set_title(f"Unlearnable distance (β = {report['beta']:.3g})", fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 

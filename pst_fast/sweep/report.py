@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write, atomic_write_text
+from ..figures import pyplot, save_png
+from ..io import atomic_write_text
 from .store import Store
 
 FIELDS = ("dataset", "attack", "defense", "model", "seed", "status", "final_test_acc", "peak_test_acc", "ud")
@@ -73,25 +74,9 @@ def markdown(recs: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
-    return path
-
-
 def heatmap(recs: list[dict], path: Path) -> Path:
     """Final clean test accuracy (mean over seeds) of the grid, annotated with UD when measured."""
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols, groups = grid(recs)
     acc = np.array([[_mean(groups.get((r, c), []), "final_test_acc") or np.nan for c in cols] for r in rows]) * 100
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(cols), 1.0 + 0.55 * len(rows)))
@@ -105,12 +90,12 @@ def heatmap(recs: list[dict], path: Path) -> Path:
     ax.set_yticks(range(len(rows)), [f"{r[1]} ({r[2]})" for r in rows], fontsize=8)
     ax.set_xlabel("defense"), ax.set_ylabel("attack (model)")
     fig.colorbar(im, ax=ax, label="final clean test accuracy (%)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def curves(store: Store, recs: list[dict], path: Path) -> Path:
     """Clean test accuracy per epoch: one panel per attack row, one line per defense (mean over seeds)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols, groups = grid(recs)
     fig, axes = plt.subplots(1, max(1, len(rows)), figsize=(3.4 * max(1, len(rows)), 3.0), squeeze=False, sharey=True)
     for ax, row in zip(axes[0], rows):
@@ -121,7 +106,7 @@ def curves(store: Store, recs: list[dict], path: Path) -> Path:
                 ax.plot(range(1, n + 1), 100 * np.mean([[v or 0 for v in s[:n]] for s in series], axis=0), "o-", ms=3, label=c)
         ax.set_title(f"{row[1]} ({row[2]})", fontsize=9), ax.set_xlabel("epoch"), ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("clean test acc (%)"), axes[0][0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def write_report(db: str | Path, out: str | Path) -> Path:

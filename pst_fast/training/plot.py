@@ -3,15 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io import atomic_write
+from ..figures import pyplot, save_png
 
 
 def plot_curves(lines: list[dict], path: str | Path, title: str = "") -> None:
     """``lines``: metrics.jsonl records (epoch, train_loss, train_acc, test_acc, optional 'events')."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ep = [l["epoch"] + 1 for l in lines]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -30,17 +27,13 @@ def plot_curves(lines: list[dict], path: str | Path, title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    save_png(fig, path, dpi=100, tight=False)
 
 
 def plot_trace(trace: list[dict], events: list[dict], path: str | Path, title: str = "") -> None:
     """Detector traces of a staged run: train/probe accuracy and every block's ACM against epochs, with
     a vertical line at each stage transition. ``trace`` rows: {epoch, train-acc, probe-acc, acm1/B, acm4/B}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ep = [t["epoch"] for t in trace]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
@@ -56,5 +49,4 @@ def plot_trace(trace: list[dict], events: list[dict], path: str | Path, title: s
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_png(fig, path, tight=False)
