@@ -204,6 +204,21 @@ def cmd_sweep_run(args) -> None:
     print(f"{done}/{len(rows)} cells done; results in {args.db}")
 
 
+def cmd_quickstart(args) -> None:
+    from pathlib import Path
+
+    from .sweep import QUICKSTART_SPEC, load_spec
+    from .sweep.report import write_report
+    from .sweep.run import run_sweep
+
+    print("pst_fast quickstart: EM and LSP poisons of cifar10-mini x standard training, PST and ISS-JPEG, fastnet, "
+          f"with UD of each poison (spec: {QUICKSTART_SPEC}). Re-running resumes.")
+    run_sweep(load_spec(QUICKSTART_SPEC), args.db)
+    page = write_report(args.db, args.out)
+    print((Path(args.out) / "report.md").read_text().split("\n![grid]")[0])
+    print(f"report: {page}")
+
+
 def cmd_report(args) -> None:
     from pathlib import Path
 
@@ -324,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--executor", default="local", choices=["local", "ray"], help="local worker processes, or tasks on a Ray cluster")
     sr.add_argument("--address", default=None, help="Ray cluster address: auto or HOST:PORT (default: start a local Ray instance)")
     sr.set_defaults(func=cmd_sweep_run)
+
+    qs = sub.add_parser("quickstart", help="the built-in demo sweep: poisons x defenses on cifar10-mini, with a report",
+                        formatter_class=Formatter, description="Runs the built-in spec (pst-fast sweep init shows the format) and writes its report.")
+    qs.add_argument("--db", default="quickstart.db", help="SQLite results database")
+    qs.add_argument("--out", default="quickstart-report", help="report directory")
+    qs.set_defaults(func=cmd_quickstart)
 
     rp = sub.add_parser("report", help="tables and plots of a sweep database (Markdown + HTML, or CSV/JSON records)", formatter_class=Formatter,
                         description="Writes report.md, report.html, grid.png (attack × defense heatmap) and curves.png to --out; "

@@ -11,7 +11,7 @@ import pytest
 from conftest import write_noise_dataset
 
 from pst_fast.cli import main
-from pst_fast.sweep import EXAMPLE_SPEC, SpecError, expand, load_spec, parse_spec
+from pst_fast.sweep import EXAMPLE_SPEC, QUICKSTART_SPEC, SpecError, expand, load_spec, parse_spec
 
 BASE = """
 [sweep]
@@ -42,6 +42,16 @@ def test_ud_adds_the_clean_reference_once():
     assert dict(cells[0].train)["sal"] == "fast" and cells[1].poison is None
 
 
+def test_ud_defenses_limit_sal_to_their_cells_and_quickstart_spec_parses():
+    spec = parse_spec(BASE.replace("seeds = [0]", 'seeds = [0]\nmetrics = ["accuracy", "ud"]\nud_defenses = ["standard"]\nsal_args = "every=2"')
+                      + "[defenses.cutout]\n")
+    cells = expand(spec)
+    assert [(c.defense, dict(c.train)["sal"], dict(c.train)["sal_args"]) for c in cells] == [
+        ("standard", "fast", "every=2"), ("cutout", "", ""), ("standard", "fast", "every=2")]
+    quick = expand(load_spec(QUICKSTART_SPEC))
+    assert len(quick) == 7 and sum(bool(dict(c.train)["sal"]) for c in quick) == 3
+
+
 def test_alias_runs_one_defense_with_other_parameters():
     spec = parse_spec(BASE + '[defenses.pst-late]\ndefense = "pst"\nthaw_epoch = 9.0\n')
     cells = expand(spec)
@@ -59,6 +69,8 @@ def test_alias_runs_one_defense_with_other_parameters():
     (BASE.replace("seeds = [0]", 'seed = [0]'), r"<spec>:3: \[sweep\] seed: unknown key"),
     (BASE.replace("seeds = [0]", 'models = ["resnet19"]'), r"\[sweep\] models: 'resnet19' is not a registered model"),
     (BASE + "[extra]\n", r"\[extra\]: unknown section"),
+    (BASE.replace("seeds = [0]", 'ud_defenses = ["pst"]'), r"\[sweep\] ud_defenses: 'pst' is not a \[defenses.NAME\]"),
+    (BASE.replace("seeds = [0]", 'sal_args = "rounds=x"'), r"\[sweep\] sal_args: --sal-args rounds='x'"),
     (BASE.replace("epochs = 2", "seed = 3"), r"\[train\] seed: not a training option a sweep sets"),
     ("[sweep\n", r"not valid TOML"),
 ])

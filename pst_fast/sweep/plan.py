@@ -3,8 +3,8 @@ fully resolved configuration (so a rerun, or another spec asking for the same th
 
 A poison artifact is (dataset, attack, all its parameters, poison seed): generated once, reused by every cell
 on it. A cell is one training run: (data, model, seed, defense with its parameters, training options, SAL).
-With metric "ud", every cell measures fast SAL and UD compares it to the clean standard-training cell of its
-dataset, model and seed — added to the plan as a reference when the grid does not already contain it.
+With metric "ud", the cells of the ``ud_defenses`` measure fast SAL and UD compares them to the clean
+standard-training cell of their dataset, model and seed — added as a reference when the grid lacks it.
 """
 from __future__ import annotations
 
@@ -52,12 +52,12 @@ class Cell:
         return dict(self.train)
 
 
-def _train_options(spec: Spec, model: str, seed: int, defense: str, params: dict) -> tuple:
+def _train_options(spec: Spec, model: str, seed: int, defense: str, params: dict, sal: bool) -> tuple:
     from ..training.config import TrainConfig
 
     cfg = TrainConfig(**spec.train, model=model, seed=seed, defense=defense, quiet=True,
                       defense_args=",".join(f"{k}={v}" for k, v in sorted(params.items())),
-                      sal="fast" if "ud" in spec.metrics else "")
+                      sal="fast" if sal else "", sal_args=spec.sal_args if sal else "")
     return tuple(sorted(cfg.identity().items()))
 
 
@@ -76,13 +76,14 @@ def expand(spec: Spec) -> list[Cell]:
             for d_alias, d_name, d_params in spec.defenses:
                 for model in spec.models:
                     for seed in spec.seeds:
-                        cells.append(Cell(dataset, alias, d_alias, model, seed, poison, _train_options(spec, model, seed, d_name, d_params)))
+                        sal = "ud" in spec.metrics and d_alias in spec.ud_defenses
+                        cells.append(Cell(dataset, alias, d_alias, model, seed, poison, _train_options(spec, model, seed, d_name, d_params, sal)))
     if "ud" in spec.metrics:
         have = {c.id for c in cells}
         for dataset in spec.datasets:
             for model in spec.models:
                 for seed in spec.seeds:
-                    ref = Cell(dataset, CLEAN, "standard", model, seed, None, _train_options(spec, model, seed, "standard", {}), reference=True)
+                    ref = Cell(dataset, CLEAN, "standard", model, seed, None, _train_options(spec, model, seed, "standard", {}, True), reference=True)
                     if ref.id not in have:
                         have.add(ref.id)
                         cells.append(ref)
@@ -90,9 +91,9 @@ def expand(spec: Spec) -> list[Cell]:
 
 
 def reference_of(cell: Cell, cells: list[Cell]) -> Cell | None:
-    """The clean standard-training cell UD compares ``cell`` with (same dataset, model, seed)."""
+    """The clean standard-training cell with SAL that UD compares ``cell`` with (same dataset, model, seed)."""
     for c in cells:
-        if c.poison is None and dict(c.train)["defense"] == "standard" and not dict(c.train)["defense_args"] \
+        if c.poison is None and dict(c.train)["defense"] == "standard" and not dict(c.train)["defense_args"] and dict(c.train)["sal"] \
                 and (c.dataset, c.model, c.seed) == (cell.dataset, cell.model, cell.seed):
             return c
     return None
@@ -111,7 +112,7 @@ def plan_text(spec: Spec, cells: list[Cell]) -> str:
         reuse = []
         if c.poison:
             reuse.append(f"poison {c.poison.id} (shared by {len(poisons[c.poison.id])} cells)")
-        if "ud" in spec.metrics and not (c.poison is None and c.defense == "standard"):
+        if dict(c.train)["sal"] and not (c.poison is None and c.defense == "standard"):
             ref = reference_of(c, cells)
             reuse.append(f"clean reference {ref.id}" if ref else "no clean reference")
         tag = " [UD reference]" if c.reference else ""

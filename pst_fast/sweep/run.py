@@ -109,37 +109,42 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
         raise PstFastError(f"--executor {executor!r}: expected local or ray")
     with pool:
         jobs = {}
-        for pid, p in poisons.items():
-            out = str(root / "poisons" / pid)
-            jobs[pool.submit(_make_poison, p.attack, p.dataset, dict(p.params), p.seed, out, device)] = ("poison", p, out, time.time())
-        while jobs:
-            done, _ = wait(jobs, return_when=FIRST_COMPLETED)
-            for f in done:
-                _, p, out, t0 = jobs.pop(f)
-                bar.update(1)
-                if f.exception() is not None:
-                    failed_poisons[p.id] = f"poison {p.attack}: {_error(f.exception())}"
-                else:
-                    store.artifact_done(p.id, "poison", {"dataset": p.dataset, "attack": p.attack, "params": dict(p.params), "seed": p.seed},
-                                        out, time.time() - t0)
-        for c in todo:
+
+        def submit_cell(c: Cell) -> None:
             if c.poison and c.poison.id in failed_poisons:
                 store.cell_failed(c.id, failed_poisons[c.poison.id])
                 bar.update(1)
-                continue
+                return
             out = str(root / "runs" / c.id)
             store.cell_started(c.id, out)
             data = str(root / "poisons" / c.poison.id) if c.poison else c.dataset
-            jobs[pool.submit(_train_cell, c.config(), data, out, device)] = c
+            jobs[pool.submit(_train_cell, c.config(), data, out, device)] = ("cell", c)
+
+        for pid, p in poisons.items():  # poisons first; a cell starts as soon as its poison is there
+            out = str(root / "poisons" / pid)
+            jobs[pool.submit(_make_poison, p.attack, p.dataset, dict(p.params), p.seed, out, device)] = ("poison", (p, out, time.time()))
+        for c in todo:
+            if not c.poison:
+                submit_cell(c)
         while jobs:
             done, _ = wait(jobs, return_when=FIRST_COMPLETED)
             for f in done:
-                c = jobs.pop(f)
+                kind, what = jobs.pop(f)
                 bar.update(1)
-                if f.exception() is not None:
-                    store.cell_failed(c.id, _error(f.exception()))
+                if kind == "poison":
+                    p, out, t0 = what
+                    if f.exception() is not None:
+                        failed_poisons[p.id] = f"poison {p.attack}: {_error(f.exception())}"
+                    else:
+                        store.artifact_done(p.id, "poison", {"dataset": p.dataset, "attack": p.attack, "params": dict(p.params),
+                                                             "seed": p.seed}, out, time.time() - t0)
+                    for c in todo:
+                        if c.poison and c.poison.id == p.id:
+                            submit_cell(c)
+                elif f.exception() is not None:
+                    store.cell_failed(what.id, _error(f.exception()))
                 else:
-                    store.cell_done(c.id, *f.result())
+                    store.cell_done(what.id, *f.result())
     bar.close()
     if "ud" in spec.metrics:
         _fill_ud(store, cells)
@@ -152,6 +157,8 @@ def _fill_ud(store: Store, cells: list[Cell]) -> None:
 
     rows = {r["id"]: r for r in store.cells()}
     for c in cells:
+        if not dict(c.train)["sal"]:
+            continue
         ref = reference_of(c, cells)
         row, ref_row = rows.get(c.id), rows.get(ref.id) if ref else None
         if not (row and ref_row and row["status"] == ref_row["status"] == "done"):

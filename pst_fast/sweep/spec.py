@@ -3,7 +3,8 @@ budget, the metrics and the resources. It is parsed and checked whole before any
 one line naming the spec's line and key.
 
     [sweep]            name, datasets, models, seeds, metrics ("accuracy" always; "ud" adds fast SAL to every
-                       cell and a shared clean reference run per dataset, model and seed), poison_seed
+                       cell and a shared clean reference run per dataset, model and seed), ud_defenses (the
+                       defenses whose cells measure UD; default all), sal_args (fast-SAL knobs), poison_seed
     [train]            TrainConfig options for every cell (epochs, batch_size, lr, ...)
     [attacks.NAME]     one attack of the grid; its keys are the attack's parameters. NAME is the attack
                        ('pst-fast attacks'), or an alias with attack = "em"; [attacks.clean] is the clean data
@@ -22,7 +23,8 @@ from pathlib import Path
 from ..errors import PstFastError
 
 TOP = {"sweep", "train", "attacks", "defenses", "resources"}
-SWEEP_KEYS = {"name": str, "datasets": list, "models": list, "seeds": list, "metrics": list, "poison_seed": int}
+SWEEP_KEYS = {"name": str, "datasets": list, "models": list, "seeds": list, "metrics": list, "poison_seed": int,
+              "ud_defenses": list, "sal_args": str}
 RESOURCE_KEYS = {"workers": int, "threads": int, "device": str, "gpus_per_cell": float}
 METRICS = ("accuracy", "ud")
 CLEAN = "clean"
@@ -38,6 +40,8 @@ class Spec:
     seeds: list[int]
     metrics: list[str]
     poison_seed: int
+    ud_defenses: list[str]
+    sal_args: str
     train: dict
     attacks: list[tuple[str, str, dict]]
     defenses: list[tuple[str, str, dict]]
@@ -175,5 +179,17 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     for table, entries in (("attacks", attacks), ("defenses", defenses)):
         if not entries:
             raise SpecError(f"{path}: no [{table}.NAME] section: the grid has no cells")
-    return Spec(sweep.get("name", Path(path).stem), datasets, models, seeds, metrics, sweep.get("poison_seed", 0), train,
-                attacks, defenses, resources, path)
+    ud_defenses = sweep.get("ud_defenses", [a for a, _, _ in defenses])
+    unknown = [d for d in ud_defenses if d not in [a for a, _, _ in defenses]]
+    if unknown:
+        _fail(path, text, "sweep", "ud_defenses", f"{unknown[0]!r} is not a [defenses.NAME] of this spec")
+    sal_args = sweep.get("sal_args", "")
+    if sal_args:
+        from ..metrics.sal import parse_sal_config
+
+        try:
+            parse_sal_config("fast", sal_args)
+        except PstFastError as e:
+            _fail(path, text, "sweep", "sal_args", str(e))
+    return Spec(sweep.get("name", Path(path).stem), datasets, models, seeds, metrics, sweep.get("poison_seed", 0), ud_defenses,
+                sal_args, train, attacks, defenses, resources, path)
