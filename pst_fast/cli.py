@@ -213,7 +213,7 @@ def cmd_quickstart(args) -> None:
 
     print("pst_fast quickstart: EM and LSP poisons of cifar10-mini x standard training, PST and ISS-JPEG, fastnet, "
           f"with UD of each poison (spec: {QUICKSTART_SPEC}). Re-running resumes.")
-    run_sweep(load_spec(QUICKSTART_SPEC), args.db)
+    run_sweep(load_spec(QUICKSTART_SPEC), args.db, retry_failed=True)
     page = write_report(args.db, args.out)
     print((Path(args.out) / "report.md").read_text().split("\n![grid]")[0])
     print(f"report: {page}")

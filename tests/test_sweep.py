@@ -175,3 +175,14 @@ def test_ray_executor_gives_the_local_results(tmp_path):
                           for c, e, l in rows]
     assert results(tmp_path / "ray.db") == results(tmp_path / "local.db")
     assert strip(lines(tmp_path / "ray.db")) == strip(lines(tmp_path / "local.db")) and len(lines(tmp_path / "ray.db")) == 8
+
+
+def test_poison_jobs_get_a_resolved_device(monkeypatch, tmp_path):
+    """The spec's device 'auto' reaches the attacks as cpu or cuda (they take torch devices)."""
+    import pst_fast.attacks
+    from pst_fast.sweep.run import _make_poison
+
+    seen = {}
+    monkeypatch.setattr(pst_fast.attacks, "poison", lambda *a, **kw: seen.update(kw))
+    _make_poison("em", "cifar10-mini", {}, 0, str(tmp_path / "p"), "auto")
+    assert seen["device"] in ("cpu", "cuda")

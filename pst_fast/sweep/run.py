@@ -35,9 +35,10 @@ def _worker_init(threads: int, die_with_parent: bool = True) -> None:
 
 def _make_poison(attack: str, dataset: str, params: dict, seed: int, out: str, device: str) -> float:
     from ..attacks import poison
+    from ..training.loop import resolve_device
 
     if not Path(out).is_dir():  # a finished poison is a complete directory (written by rename)
-        poison(attack, dataset, out, seed=seed, device=device, progress=False, **params)
+        poison(attack, dataset, out, seed=seed, device=str(resolve_device(device)), progress=False, **params)
     return time.time()
 
 
