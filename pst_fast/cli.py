@@ -204,34 +204,37 @@ def cmd_sweep_run(args) -> None:
     print(f"{done}/{len(rows)} cells done; results in {args.db}")
 
 
-def cmd_quickstart(args) -> None:
-    from pathlib import Path
+def print_report(db: str, out: str) -> None:
+    """Write the report of ``db`` to ``out``; print its table, then the page's path (last)."""
+    from .sweep.report import markdown, records, write_report
+    from .sweep.store import Store
 
+    page = write_report(db, out)
+    print(markdown(records(Store(db)), f"Sweep report: {db}"))
+    print(f"report: {page}")
+
+
+def cmd_quickstart(args) -> None:
     from .sweep import QUICKSTART_SPEC, load_spec
-    from .sweep.report import write_report
     from .sweep.run import run_sweep
 
     print("pst_fast quickstart: EM and LSP poisons of cifar10-mini x standard training, PST and ISS-JPEG, fastnet, "
           f"with UD of each poison (spec: {QUICKSTART_SPEC}). Re-running resumes.")
     run_sweep(load_spec(QUICKSTART_SPEC), args.db, retry_failed=True)
-    page = write_report(args.db, args.out)
-    print((Path(args.out) / "report.md").read_text().split("\n![grid]")[0])
-    print(f"report: {page}")
+    print_report(args.db, args.out)
 
 
 def cmd_report(args) -> None:
     from pathlib import Path
 
-    from .sweep.report import dumps, write_report
+    from .sweep.report import dumps
 
     if not Path(args.db).is_file():
         raise PstFastError(f"{args.db}: no such results database (written by 'pst-fast sweep run --db')")
     if args.format in ("csv", "json"):
         sys.stdout.write(dumps(args.db, args.format))
         return
-    page = write_report(args.db, args.out)
-    print((Path(args.out) / "report.md").read_text().split("\n![grid]")[0])
-    print(f"report: {page}")
+    print_report(args.db, args.out)
 
 
 def attack_parser(name: str) -> argparse.ArgumentParser:
