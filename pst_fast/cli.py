@@ -188,10 +188,12 @@ def cmd_sweep_plan(args) -> None:
 
 
 def cmd_sweep_run(args) -> None:
-    from .sweep import load_spec
+    from .sweep import expand, intro_text, load_spec
     from .sweep.run import run_sweep
 
-    store = run_sweep(load_spec(args.spec), args.db, workdir=args.workdir, workers=args.workers, retry_failed=args.retry_failed,
+    spec = load_spec(args.spec)
+    print(intro_text(spec, expand(spec)))
+    store = run_sweep(spec, args.db, workdir=args.workdir, workers=args.workers, retry_failed=args.retry_failed,
                       executor=args.executor, address=args.address)
     rows = store.cells()
     pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
@@ -215,12 +217,14 @@ def print_report(db: str, out: str) -> None:
 
 
 def cmd_quickstart(args) -> None:
-    from .sweep import QUICKSTART_SPEC, load_spec
+    from .sweep import QUICKSTART_SPEC, expand, intro_text, load_spec
     from .sweep.run import run_sweep
 
-    print("pst_fast quickstart: EM and LSP poisons of cifar10-mini x standard training, PST and ISS-JPEG, fastnet, "
-          f"with UD of each poison (spec: {QUICKSTART_SPEC}). Re-running resumes.")
-    run_sweep(load_spec(QUICKSTART_SPEC), args.db, retry_failed=True)
+    spec = load_spec(QUICKSTART_SPEC)
+    print("pst_fast quickstart: what an unlearnable-examples poison does to training, and what defends against it.")
+    print(intro_text(spec, expand(spec)))
+    print(f"Results go to {args.db}; re-running the same command resumes. About 17 minutes on 2 CPU cores.\n")
+    run_sweep(spec, args.db, retry_failed=True)
     print_report(args.db, args.out)
 
 
@@ -337,14 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("spec", help="TOML sweep spec")
     sr.add_argument("--db", required=True, help="SQLite results database (created if missing)")
     sr.add_argument("--workdir", default=None, help="where poisons and run directories go (default: next to --db, DB-NAME-runs/)")
-    sr.add_argument("--workers", type=int, default=None, help="worker processes (default: [resources] workers of the spec, else 2)")
+    sr.add_argument("--workers", type=int, default=None, help="local worker processes (default: [resources] workers of the spec, else one per GPU, else CPU cores / threads)")
     sr.add_argument("--retry-failed", action="store_true", help="also rerun cells that failed before")
     sr.add_argument("--executor", default="local", choices=["local", "ray"], help="local worker processes, or tasks on a Ray cluster")
     sr.add_argument("--address", default=None, help="Ray cluster address: auto or HOST:PORT (default: start a local Ray instance)")
     sr.set_defaults(func=cmd_sweep_run)
 
-    qs = sub.add_parser("quickstart", help="the built-in demo sweep: poisons x defenses on cifar10-mini, with a report",
-                        formatter_class=Formatter, description="Runs the built-in spec (pst-fast sweep init shows the format) and writes its report.")
+    qs = sub.add_parser("quickstart", help="the built-in demo sweep: EM and LSP poisons × standard, PST and ISS-JPEG training, with UD",
+                        formatter_class=Formatter, description="Runs the built-in spec (pst_fast/sweep/quickstart.toml; 'pst-fast sweep init' "
+                        "explains the format) on the embedded cifar10-mini, prints the attack × defense table and writes the report. "
+                        "About 17 minutes on 2 CPU cores; re-running resumes a killed run.")
     qs.add_argument("--db", default="quickstart.db", help="SQLite results database")
     qs.add_argument("--out", default="quickstart-report", help="report directory")
     qs.set_defaults(func=cmd_quickstart)

@@ -1,6 +1,7 @@
 """Sweep specs: the example parses and expands; bad specs are refused before anything runs, naming line and key."""
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -26,9 +27,10 @@ epochs = 2
 def test_example_spec_expands_to_the_documented_grid(capsys):
     spec = load_spec(EXAMPLE_SPEC)
     cells = expand(spec)
-    assert len(cells) == 3 * 3 * 1 * 2 and len({c.id for c in cells}) == len(cells)
+    assert len({c.id for c in cells}) == len(cells)
     poisons = {c.poison.id for c in cells if c.poison}
-    assert len(poisons) == 2 and all(sum(c.poison is not None and c.poison.id == p for c in cells) == 6 for p in poisons)
+    assert len(cells) == 3 * 3 * 1 * 2 + 2 and sum(c.reference for c in cells) == 2  # + a clean UD reference per seed
+    assert len(poisons) == 3 and all(sum(c.poison is not None and c.poison.id == p for c in cells) == 6 for p in poisons)
     assert [c.id for c in expand(load_spec(EXAMPLE_SPEC))] == [c.id for c in cells]  # content ids are stable
     assert main(["sweep", "init"]) == 0 and "[attacks.em]" in capsys.readouterr().out
     assert main(["sweep", "plan", str(EXAMPLE_SPEC)]) == 0
@@ -138,7 +140,7 @@ def test_sweep_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
     partial, _ = results(db)
     assert 1 <= sum(r[0] == "done" for r in partial.values()) < 4
     assert main(["report", str(db), "--out", str(tmp_path / "partial")]) == 0  # a partial sweep reports what is done
-    assert "pending" in (tmp_path / "partial" / "report.md").read_text()
+    assert re.search(r"\| (pending|epoch 1/2) \|", (tmp_path / "partial" / "report.md").read_text())  # the rest is marked
     assert main(["sweep", "run", str(spec), "--db", str(db)]) == 0
     resumed, epochs = results(db)
     assert resumed == ref and sorted(epochs) == sorted(ref_epochs)
@@ -160,6 +162,24 @@ def test_report_renders_and_exports_records(tmp_path, capsys):
         assert (tmp_path / "rep" / f).stat().st_size > 0
     assert "| clean |" in (tmp_path / "rep" / "report.md").read_text()
     assert main(["report", str(tmp_path / "none.db")]) == 2
+
+
+def test_report_table_and_summary_read_from_finished_cells_only():
+    from pst_fast.sweep.report import markdown, summary
+
+    def rec(attack, defense, acc, ud=None, status="done", done=0):
+        return {"dataset": "d", "attack": attack, "defense": defense, "model": "m", "seed": 0, "status": status, "final_test_acc": acc,
+                "peak_test_acc": acc, "ud": ud, "reference": False, "error": None, "epochs": 8, "epochs_done": done}
+
+    recs = [rec("em", "standard", 0.2, 0.3), rec("em", "pst", 0.6), rec("em", "iss", None, status="queued", done=3),
+            rec("lsp", "standard", None, status="pending"), rec("clean", "standard", 0.7, 1.0)]
+    assert summary(recs) == ["d, m: clean data with standard training reaches 70.0%.",
+                             "em: standard 20.0% (50.0 points below clean), UD 0.30; best defense pst 60.0% (+40.0)."]
+    text = markdown(recs, "t")
+    assert "(dataset d, model m)" in text and "| attack | standard | pst | iss |" in text
+    rows = [l for l in text.splitlines() if l.startswith("| ")][1:]
+    assert rows == ["| clean | 70.0 / 70.0 (UD 1.00) | — | — |", "| em | 20.0 / 20.0 (UD 0.30) | 60.0 / 60.0 | epoch 3/8 |",
+                    "| lsp | pending | — | — |"]
 
 
 def test_ray_executor_gives_the_local_results(tmp_path):
@@ -189,3 +209,22 @@ def test_poison_jobs_get_a_resolved_device(monkeypatch, tmp_path):
     monkeypatch.setattr(pst_fast.attacks, "poison", lambda *a, **kw: seen.update(kw))
     _make_poison("em", "cifar10-mini", {}, 0, str(tmp_path / "p"), "auto")
     assert seen["device"] in ("cpu", "cuda")
+
+
+def test_local_workers_claim_one_gpu_each(monkeypatch):
+    import multiprocessing
+
+    import torch
+
+    from pst_fast.sweep.run import _worker_init
+
+    threads, slots, seen = torch.get_num_threads(), multiprocessing.get_context("spawn").Value("i", 0), []
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", str(threads)))  # restored afterwards
+    try:
+        for _ in range(3):
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+            _worker_init(1, slots, ("3", "5"), die_with_parent=False)
+            seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == ["3", "5", "3"]

@@ -118,3 +118,25 @@ def plan_text(spec: Spec, cells: list[Cell]) -> str:
         tag = " [UD reference]" if c.reference else ""
         lines.append(f"{c.id:<17} {c.dataset[-14:]:<14} {c.attack:<10} {c.defense:<12} {c.model:<10} {c.seed:>4}  {'; '.join(reuse)}{tag}")
     return "\n".join(lines)
+
+
+def intro_text(spec: Spec, cells: list[Cell]) -> str:
+    """What a sweep is about to do, in words (printed before it runs)."""
+    from ..attacks import get_attack
+    from ..defenses import DEFENSES
+
+    epochs = dict(cells[0].train)["epochs"] if cells else 0
+    args = lambda params: f" [{', '.join(f'{k}={v}' for k, v in params.items())}]" if params else ""  # noqa: E731
+    listed = lambda what, items: f"{what}{'s' if len(items) > 1 else ''} {', '.join(map(str, items))}"  # noqa: E731
+    lines = [f"sweep {spec.name!r}: {len(cells)} training runs of {epochs} epochs on {', '.join(spec.datasets)} "
+             f"({listed('model', spec.models)}; {listed('seed', spec.seeds)})"]
+    for title, entries, describe in (
+            ("data", spec.attacks, lambda name: "clean data" if name == CLEAN else get_attack(name).summary),
+            ("training", spec.defenses, lambda name: (DEFENSES[name].__doc__ or "").strip().splitlines()[0].rstrip("."))):
+        for i, (alias, name, params) in enumerate(entries):
+            lines.append(f"  {title if i == 0 else '':<9} {alias}: {describe(name)}{args(params)}")
+    if "ud" in spec.metrics:
+        refs = sum(c.reference for c in cells)
+        lines.append(f"  {'metrics':<9} clean test accuracy; UD of {', '.join(spec.ud_defenses)} training on each poison against "
+                     f"clean data (fast SAL{f'; {refs} clean reference run' + ('s' if refs > 1 else '') + ' added' if refs else ''})")
+    return "\n".join(lines)

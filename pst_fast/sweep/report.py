@@ -14,14 +14,24 @@ import numpy as np
 
 from ..figures import pyplot, save_png
 from ..io import atomic_write_text
+from .spec import CLEAN
 from .store import Store
 
 FIELDS = ("dataset", "attack", "defense", "model", "seed", "status", "final_test_acc", "peak_test_acc", "ud")
 
 
+def _epochs_so_far(run_dir: str | None) -> int:
+    """Finished epochs of an unfinished cell, read from its run directory (0 when it has not started)."""
+    f = Path(run_dir) / "metrics.jsonl" if run_dir else None
+    return sum(1 for line in f.open() if line.strip()) if f and f.is_file() else 0
+
+
 def records(store: Store) -> list[dict]:
-    """One record per cell (UD references included), in plan order."""
-    return [{k: r[k] for k in FIELDS} | {"id": r["id"], "reference": bool(r["reference"]), "error": r["error"]} for r in store.cells()]
+    """One record per cell (UD references included), in plan order; unfinished cells carry their progress."""
+    return [{k: r[k] for k in FIELDS} | {"id": r["id"], "reference": bool(r["reference"]), "error": r["error"],
+                                         "epochs": json.loads(r["config"])["epochs"],
+                                         "epochs_done": 0 if r["status"] in ("done", "failed") else _epochs_so_far(r["run_dir"])}
+            for r in store.cells()]
 
 
 def as_csv(recs: list[dict]) -> str:
@@ -33,16 +43,14 @@ def as_csv(recs: list[dict]) -> str:
 
 
 def grid(recs: list[dict]) -> tuple[list, list, dict]:
-    """(rows, columns, {(row, defense): [records]}) with rows = (dataset, attack, model) of non-reference cells."""
+    """(rows, columns, {(row, defense): [records]}) with rows = (dataset, attack, model), clean rows first."""
     groups, rows, cols = defaultdict(list), [], []
     for r in recs:
-        if r["reference"]:
-            continue
         row = (r["dataset"], r["attack"], r["model"])
         rows += [row] if row not in rows else []
         cols += [r["defense"]] if r["defense"] not in cols else []
         groups[(row, r["defense"])].append(r)
-    return rows, cols, groups
+    return sorted(rows, key=lambda row: row[1] != CLEAN), cols, groups
 
 
 def _mean(rs: list[dict], key: str) -> float | None:
@@ -52,22 +60,66 @@ def _mean(rs: list[dict], key: str) -> float | None:
 
 def cell_text(rs: list[dict]) -> str:
     done = [r for r in rs if r["status"] == "done"]
+    if not rs:
+        return "—"
     if not done:
-        return "failed" if any(r["status"] == "failed" for r in rs) else "pending"
+        if any(r["status"] == "failed" for r in rs):
+            return "failed"
+        progress = max(rs, key=lambda r: r["epochs_done"])
+        return f"epoch {progress['epochs_done']}/{progress['epochs']}" if progress["epochs_done"] else "pending"
     text = f"{100 * _mean(done, 'final_test_acc'):.1f} / {100 * _mean(done, 'peak_test_acc'):.1f}"
     ud = _mean(done, "ud")
     text += f" (UD {ud:.2f})" if ud is not None else ""
     return text + (f" [{len(done)}/{len(rs)} seeds]" if len(done) < len(rs) else "")
 
 
-def markdown(recs: list[dict], title: str) -> str:
+def summary(recs: list[dict]) -> list[str]:
+    """One sentence per poisoned row, from finished cells: its accuracy under the clean row's baseline defense
+    (standard when present) against clean data, its UD, and the best other defense."""
     rows, cols, groups = grid(recs)
+    acc = lambda row, c: _mean(groups.get((row, c), []), "final_test_acc")  # noqa: E731
+    out = []
+    for clean in (r for r in rows if r[1] == CLEAN):
+        done = [c for c in cols if acc(clean, c) is not None]
+        if not done:
+            continue
+        base = "standard" if "standard" in done else done[0]
+        out.append(f"{clean[0]}, {clean[2]}: clean data with {base} training reaches {100 * acc(clean, base):.1f}%.")
+        for row in (r for r in rows if r[1] != CLEAN and (r[0], r[2]) == (clean[0], clean[2])):
+            if acc(row, base) is None:
+                continue
+            drop = 100 * (acc(clean, base) - acc(row, base))
+            text = f"{row[1]}: {base} {100 * acc(row, base):.1f}% ({abs(drop):.1f} points {'below' if drop >= 0 else 'above'} clean)"
+            ud = _mean(groups.get((row, base), []), "ud")
+            text += f", UD {ud:.2f}" if ud is not None else ""
+            others = {c: acc(row, c) for c in cols if c != base and acc(row, c) is not None}
+            if others:
+                best = max(others, key=others.get)
+                text += f"; best defense {best} {100 * others[best]:.1f}% ({100 * (others[best] - acc(row, base)):+.1f})"
+            out.append(text + ".")
+    return out
+
+
+def table(recs: list[dict]) -> tuple[str, list[str], list[list[str]]]:
+    """(caption, header, body) of the attack × defense table; dataset and model get columns only when they vary."""
+    rows, cols, groups = grid(recs)
+    names = ("dataset", "attack", "model")
+    keys = [i for i, k in enumerate(names) if k == "attack" or len({r[i] for r in rows}) > 1]
+    same = [f"{names[i]} {rows[0][i]}" for i in range(3) if rows and i not in keys]
     done = sum(r["status"] == "done" for r in recs)
-    lines = [f"# {title}", "", f"{done} of {len(recs)} cells done. Each entry: final / peak clean test accuracy (%), "
-             "mean over seeds, and UD when measured.", "",
-             "| dataset | attack | model | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
-    for row in rows:
-        lines.append(f"| {row[0]} | {row[1]} | {row[2]} | " + " | ".join(cell_text(groups.get((row, c), [])) for c in cols) + " |")
+    caption = (f"{done} of {len(recs)} cells done{' (' + ', '.join(same) + ')' if same else ''}. Each entry: "
+               "final / peak clean test accuracy (%), mean over seeds, and UD when measured.")
+    body = [[row[i] for i in keys] + [cell_text(groups.get((row, c), [])) for c in cols] for row in rows]
+    return caption, [names[i] for i in keys] + cols, body
+
+
+def markdown(recs: list[dict], title: str) -> str:
+    caption, header, body = table(recs)
+    lines = [f"# {title}", "", caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    short = summary(recs)
+    if short:
+        lines += ["", "In short:", ""] + [f"- {t}" for t in short]
     failed = [r for r in recs if r["status"] == "failed"]
     if failed:
         lines += ["", "Failed cells:", ""] + [f"- {r['attack']} × {r['defense']} seed {r['seed']}: {r['error']}" for r in failed]
@@ -80,12 +132,14 @@ def heatmap(recs: list[dict], path: Path) -> Path:
     rows, cols, groups = grid(recs)
     acc = np.array([[_mean(groups.get((r, c), []), "final_test_acc") or np.nan for c in cols] for r in rows]) * 100
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(cols), 1.0 + 0.55 * len(rows)))
-    im = ax.imshow(acc, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#eeeeee")  # cells the grid does not have, or not finished yet
+    im = ax.imshow(acc, cmap=cmap, vmin=0, vmax=100, aspect="auto")
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
             ud = _mean(groups.get((r, c), []), "ud")
             label = "—" if np.isnan(acc[i, j]) else f"{acc[i, j]:.1f}" + (f"\nUD {ud:.2f}" if ud is not None else "")
-            ax.text(j, i, label, ha="center", va="center", fontsize=8, color="white" if np.isnan(acc[i, j]) or acc[i, j] < 60 else "black")
+            ax.text(j, i, label, ha="center", va="center", fontsize=8, color="black" if np.isnan(acc[i, j]) or acc[i, j] >= 60 else "white")
     ax.set_xticks(range(len(cols)), cols, fontsize=8)
     ax.set_yticks(range(len(rows)), [f"{r[1]} ({r[2]})" for r in rows], fontsize=8)
     ax.set_xlabel("defense"), ax.set_ylabel("attack (model)")
@@ -94,18 +148,22 @@ def heatmap(recs: list[dict], path: Path) -> Path:
 
 
 def curves(store: Store, recs: list[dict], path: Path) -> Path:
-    """Clean test accuracy per epoch: one panel per attack row, one line per defense (mean over seeds)."""
+    """Clean test accuracy per epoch: one panel per attack row, one line per defense (mean over seeds; one colour
+    per defense in every panel)."""
     plt = pyplot()
     rows, cols, groups = grid(recs)
-    fig, axes = plt.subplots(1, max(1, len(rows)), figsize=(3.4 * max(1, len(rows)), 3.0), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, max(1, len(rows)), figsize=(3.4 * max(1, len(rows)), 3.2), squeeze=False, sharey=True)
     for ax, row in zip(axes[0], rows):
-        for c in cols:
+        for j, c in enumerate(cols):
             series = [[l.get("test_acc") for l in store.epochs(r["id"])] for r in groups.get((row, c), []) if r["status"] == "done"]
             if series:
                 n = min(len(s) for s in series)
-                ax.plot(range(1, n + 1), 100 * np.mean([[v or 0 for v in s[:n]] for s in series], axis=0), "o-", ms=3, label=c)
+                ax.plot(range(1, n + 1), 100 * np.mean([[v or 0 for v in s[:n]] for s in series], axis=0), "o-", ms=3, color=f"C{j}", label=c)
         ax.set_title(f"{row[1]} ({row[2]})", fontsize=9), ax.set_xlabel("epoch"), ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("clean test acc (%)"), axes[0][0].legend(fontsize=7)
+    axes[0][0].set_ylabel("clean test acc (%)")
+    handles = [plt.Line2D([], [], color=f"C{j}", marker="o", ms=3, label=c) for j, c in enumerate(cols)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(cols), fontsize=8, frameon=False)
+    fig.subplots_adjust(bottom=0.24)
     return save_png(fig, path)
 
 
@@ -118,14 +176,14 @@ def write_report(db: str | Path, out: str | Path) -> Path:
     heatmap(recs, out / "grid.png")
     curves(store, recs, out / "curves.png")
     atomic_write_text(out / "report.md", md + "\n![grid](grid.png)\n\n![curves](curves.png)\n")
-    rows, cols, groups = grid(recs)
-    table = "<table><tr><th>dataset</th><th>attack</th><th>model</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
-    for row in rows:
-        table += "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + \
-                 "".join(f"<td>{html.escape(cell_text(groups.get((row, c), [])))}</td>" for c in cols) + "</tr>"
+    caption, header, body = table(recs)
+    cells = lambda tag, values: "".join(f"<{tag}>{html.escape(v)}</{tag}>" for v in values)  # noqa: E731
+    rows = "".join(f"<tr>{cells('td', r)}</tr>" for r in body)
+    short = "".join(f"<li>{html.escape(t)}</li>" for t in summary(recs))
     page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>body{{font-family:sans-serif}}"
             f"td,th{{border:1px solid #ccc;padding:4px 8px}}table{{border-collapse:collapse}}</style><h1>{html.escape(title)}</h1>"
-            f"<p>{html.escape(md.splitlines()[2])}</p>{table}<p><img src='grid.png'></p><p><img src='curves.png'></p>")
+            f"<p>{html.escape(caption)}</p><table><tr>{cells('th', header)}</tr>{rows}</table>"
+            f"{'<p>In short:</p><ul>' + short + '</ul>' if short else ''}<p><img src='grid.png'></p><p><img src='curves.png'></p>")
     return atomic_write_text(out / "report.html", page)
 
 

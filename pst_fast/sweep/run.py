@@ -19,9 +19,14 @@ from .spec import Spec
 from .store import Store
 
 
-def _worker_init(threads: int, die_with_parent: bool = True) -> None:
-    """Set the worker's thread count; on Linux, die with the sweep process (a kill -9 of the sweep must not leave
-    a worker still writing into a run directory that the restarted sweep resumes)."""
+def _worker_init(threads: int, gpu_slots=None, gpu_ids: tuple[str, ...] = (), die_with_parent: bool = True) -> None:
+    """Set the worker's thread count; with ``gpu_ids``, claim the next one (``gpu_slots`` counts the workers started)
+    so each local worker sees one GPU of its own; on Linux, die with the sweep process (a kill -9 of the sweep must
+    not leave a worker still writing into a run directory that the restarted sweep resumes)."""
+    if gpu_ids:
+        with gpu_slots.get_lock():
+            slot, gpu_slots.value = gpu_slots.value, gpu_slots.value + 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]  # before torch touches CUDA
     import torch
 
     torch.set_num_threads(threads)
@@ -31,6 +36,16 @@ def _worker_init(threads: int, die_with_parent: bool = True) -> None:
         import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def local_gpus(device: str) -> tuple[str, ...]:
+    """The GPUs local workers share out one each: all visible ones for device auto/cuda, none otherwise."""
+    import torch
+
+    if device not in ("auto", "cuda") or not torch.cuda.is_available():
+        return ()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return tuple(visible.split(",")) if visible else tuple(str(i) for i in range(torch.cuda.device_count()))
 
 
 def _make_poison(attack: str, dataset: str, params: dict, seed: int, out: str, device: str) -> float:
@@ -78,8 +93,12 @@ class RayPool:
 
 
 def _ray_task(threads: int, fn, *args):
-    _worker_init(threads, die_with_parent=False)
+    _worker_init(threads, die_with_parent=False)  # Ray assigns GPUs itself (num_gpus; CUDA_VISIBLE_DEVICES per task)
     return fn(*args)
+
+
+def _name(c: Cell) -> str:
+    return f"{c.attack} × {c.defense} ({c.model}, seed {c.seed})"
 
 
 def _error(e: BaseException) -> str:
@@ -94,18 +113,20 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
     cells = expand(spec)
     store.add_cells(cells)
     root = (Path(workdir) if workdir else Path(db).with_name(Path(db).stem + "-runs")).resolve()
-    workers = workers or spec.resources.get("workers", max(1, min(2, os.cpu_count() or 1)))
-    threads = spec.resources.get("threads", 1)
     device = spec.resources.get("device", "auto")
+    gpus = local_gpus(device) if executor == "local" else ()
+    threads = spec.resources.get("threads", 1)
+    workers = workers or spec.resources.get("workers", len(gpus) or max(1, (os.cpu_count() or 1) // threads))
     todo = [c for c in cells if store.status(c.id) not in ("done",) + (() if retry_failed else ("failed",))]
     poisons = {c.poison.id: c.poison for c in todo if c.poison}
     ctx = multiprocessing.get_context("spawn")
     bar = tqdm(total=len(poisons) + len(todo), desc=f"sweep {spec.name}", unit="job", disable=not progress)
     failed_poisons: dict[str, str] = {}
+    say = bar.write if progress else (lambda text: None)
     if executor == "ray":
         pool = RayPool(address, threads, spec.resources.get("gpus_per_cell", 0.0))
     elif executor == "local":
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,))
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, ctx.Value("i", 0), gpus))
     else:
         raise PstFastError(f"--executor {executor!r}: expected local or ray")
     with pool:
@@ -117,7 +138,7 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
                 bar.update(1)
                 return
             out = str(root / "runs" / c.id)
-            store.cell_started(c.id, out)
+            store.cell_queued(c.id, out)
             data = str(root / "poisons" / c.poison.id) if c.poison else c.dataset
             jobs[pool.submit(_train_cell, c.config(), data, out, device)] = ("cell", c)
 
@@ -136,16 +157,21 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
                     p, out, t0 = what
                     if f.exception() is not None:
                         failed_poisons[p.id] = f"poison {p.attack}: {_error(f.exception())}"
+                        say(f"{failed_poisons[p.id]} (its cells fail)")
                     else:
                         store.artifact_done(p.id, "poison", {"dataset": p.dataset, "attack": p.attack, "params": dict(p.params),
                                                              "seed": p.seed}, out, time.time() - t0)
+                        say(f"poison {p.attack} of {p.dataset}: ready after {time.time() - t0:.0f} s")
                     for c in todo:
                         if c.poison and c.poison.id == p.id:
                             submit_cell(c)
                 elif f.exception() is not None:
                     store.cell_failed(what.id, _error(f.exception()))
+                    say(f"{_name(what)}: failed ({_error(f.exception())})")
                 else:
                     store.cell_done(what.id, *f.result())
+                    summary = f.result()[0]
+                    say(f"{_name(what)}: {100 * summary['final_test_acc']:.1f}% clean test accuracy ({summary['wall_seconds'] / 60:.1f} min)")
     bar.close()
     if "ud" in spec.metrics:
         _fill_ud(store, cells)

@@ -1,5 +1,6 @@
 """The results database of a sweep (SQLite): cells, artifacts, per-epoch metrics, final metrics, status,
-timings, host, package version and error text. Every write is one transaction, so a killed sweep leaves
+timings, host, package version and error text. A cell's status is pending (not yet handed to a
+worker), queued (handed to one; its run directory holds the epochs so far), done or failed. Every write is one transaction, so a killed sweep leaves
 either the old row or the new one; a cell is marked done only after its run directory is complete.
 
     artifacts(id, kind, config, path, status, seconds, host, updated)
@@ -9,6 +10,7 @@ either the old row or the new one; a cell is marked done only after its run dire
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sqlite3
@@ -40,15 +42,20 @@ class Store:
             raise PstFastError(f"--db {self.path}: not a usable SQLite results database ({e})") from None
         self.db.row_factory = sqlite3.Row
 
-    def _tx(self, sql: str, args=()) -> None:
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One write transaction (taken at once, so concurrent writers queue instead of failing later)."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute(sql, args)
+            yield self.db
+
+    def _tx(self, sql: str, args=()) -> None:
+        with self._transaction() as db:
+            db.execute(sql, args)
 
     def add_cells(self, cells) -> None:
         """Insert cells that are not in the database yet (pending); existing rows keep their status."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             for c in cells:
                 self.db.execute("INSERT OR IGNORE INTO cells (id, dataset, attack, defense, model, seed, reference, config, status, updated) "
                                 "VALUES (?,?,?,?,?,?,?,?,?,?)", (c.id, c.dataset, c.attack, c.defense, c.model, c.seed, int(c.reference),
@@ -58,15 +65,15 @@ class Store:
         row = self.db.execute("SELECT status FROM cells WHERE id=?", (cell_id,)).fetchone()
         return row["status"] if row else None
 
-    def cell_started(self, cell_id: str, run_dir: str) -> None:
+    def cell_queued(self, cell_id: str, run_dir: str) -> None:
+        """Handed to a worker; its run directory shows how far it got (a report reads the epochs there)."""
         from .. import __version__
 
-        self._tx("UPDATE cells SET status='running', run_dir=?, host=?, version=?, error=NULL, updated=? WHERE id=?",
+        self._tx("UPDATE cells SET status='queued', run_dir=?, host=?, version=?, error=NULL, updated=? WHERE id=?",
                  (run_dir, socket.gethostname(), __version__, time.time(), cell_id))
 
     def cell_done(self, cell_id: str, summary: dict, lines: list[dict]) -> None:
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             self.db.execute("DELETE FROM epochs WHERE cell=?", (cell_id,))
             self.db.executemany("INSERT INTO epochs VALUES (?,?,?)", [(cell_id, l["epoch"], json.dumps(l)) for l in lines])
             self.db.execute("UPDATE cells SET status='done', final_test_acc=?, peak_test_acc=?, seconds=?, updated=? WHERE id=?",
