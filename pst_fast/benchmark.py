@@ -1,7 +1,9 @@
-"""Timing primitives shared by every benchmark: repeated measurement and the machine's measured peaks.
+"""Timing primitives shared by every benchmark: repeated measurement, the machine's measured peaks, and the
+:class:`Entry` each benchmark's ``suite()`` returns to ``pst-fast bench``.
 
 Speed is always reported against a baseline measured in the same run, and as a fraction of the
 machine's matmul peak (GFLOP/s of a large fp32 matmul) or copy bandwidth, measured at the start.
+On CUDA, samples are timed with CUDA events.
 """
 from __future__ import annotations
 
@@ -41,7 +43,12 @@ def measure(fn: Callable[[], object], repeat: int = 5, warmup: int = 2, device=N
 
 
 def _sample(fn: Callable[[], object], device, min_seconds: float) -> float:
-    """Seconds per call of ``fn``, looping until ``min_seconds`` have elapsed (at least one call)."""
+    """Seconds per call of ``fn``, looping until ``min_seconds`` have elapsed (at least one call); on CUDA the
+    device time between two events around the calls."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
     n, t0 = 0, time.perf_counter()
     while True:
         fn()
@@ -49,7 +56,12 @@ def _sample(fn: Callable[[], object], device, min_seconds: float) -> float:
         sync(device)
         dt = time.perf_counter() - t0
         if dt >= min_seconds:
-            return dt / n
+            break
+    if cuda:
+        end.record()
+        end.synchronize()
+        dt = start.elapsed_time(end) / 1e3
+    return dt / n
 
 
 def measure_interleaved(fns: list[Callable[[], object]], repeat: int = 5, warmup: int = 2, device=None,
@@ -67,11 +79,17 @@ def measure_interleaved(fns: list[Callable[[], object]], repeat: int = 5, warmup
     return [Timing(statistics.median(s), max(s) - min(s), s) for s in samples]
 
 
+def ratio(fast: Timing, base: Timing) -> float | None:
+    """base / fast (the speed-up), or None when the spreads overlap the difference (too noisy to tell)."""
+    if abs(base.median - fast.median) <= max(fast.spread, base.spread):
+        return None
+    return base.median / fast.median
+
+
 def ratio_text(fast: Timing, base: Timing) -> str:
     """'12.3x', or a refusal when the spreads overlap the difference (the machine was too noisy to tell)."""
-    if abs(base.median - fast.median) <= max(fast.spread, base.spread):
-        return "n/a (spread > difference)"
-    return f"{base.median / fast.median:.2f}x"
+    r = ratio(fast, base)
+    return "n/a (spread > difference)" if r is None else f"{r:.2f}x"
 
 
 def matmul_peak_gflops(device="cpu", n: int = 1024, dtype=torch.float32) -> float:
@@ -88,3 +106,46 @@ def copy_bandwidth_gbs(device="cpu", mib: int = 256) -> float:
     dst = torch.empty_like(src)
     t = measure(lambda: dst.copy_(src), repeat=5, warmup=1, device=device, min_seconds=0.2)
     return 2 * src.numel() / t.median / 1e9
+
+
+@dataclass
+class Peaks:
+    """The machine's practical peaks, measured at the start of a run."""
+
+    device: str
+    threads: int
+    matmul_gflops: float  # float32 n x n x n matmul
+    copy_gbs: float       # bytes read + written by a large copy, per second / 1e9
+
+    @classmethod
+    def measure(cls, device="cpu") -> "Peaks":
+        return cls(str(device), torch.get_num_threads(), matmul_peak_gflops(device), copy_bandwidth_gbs(device))
+
+    def fraction(self, kind: str, per_second: float) -> float:
+        """``per_second`` FLOP/s ('matmul') or bytes/s ('copy') as a fraction of the measured peak."""
+        return per_second / 1e9 / (self.matmul_gflops if kind == "matmul" else self.copy_gbs)
+
+
+@dataclass
+class Entry:
+    """One line of ``pst-fast bench``: pst_fast's rate against a same-run baseline, and against the machine's peak."""
+
+    name: str
+    value: float               # pst_fast's rate (``unit``) at the median sample
+    unit: str
+    baseline: float            # the baseline's rate, same unit, same run
+    baseline_name: str
+    ratio: float | None        # value / baseline; None when the spreads overlap the difference
+    peak_fraction: float       # achieved FLOP/s or bytes/s of pst_fast's path as a fraction of ``peak``
+    peak: str                  # 'matmul' or 'copy'
+    spread: float              # (max - min) / median of pst_fast's samples
+    baseline_spread: float
+    setup: str = ""            # what was measured (shapes, model, backend)
+
+
+def entry(name: str, unit: str, per_call: float, fast: Timing, base: Timing, baseline_name: str, peaks: Peaks, peak: str,
+          peak_work: float, setup: str = "") -> Entry:
+    """An :class:`Entry` from two timings: ``per_call`` units (images, …) and ``peak_work`` FLOPs or bytes per call of
+    pst_fast's path."""
+    return Entry(name, fast.rate(per_call), unit, base.rate(per_call), baseline_name, ratio(fast, base),
+                 peaks.fraction(peak, peak_work / fast.median), peak, fast.spread / fast.median, base.spread / base.median, setup)

@@ -53,6 +53,8 @@ def poison(attack: str, data_name: str = "cifar10-mini", out: str | None = None,
 
     if Path(out).exists():
         raise PstFastError(f"--out {out}: output directory exists (choose another or remove it)")
+    if data.is_image_folder(data_name):
+        raise PstFastError(f"--data {data_name}: an ImageFolder tree; attacks read the canonical format (pst-fast data import {data_name} --out DIR)")
     train, test = data.load(data_name, "train"), data.load(data_name, "test")
     if train.images.dtype.name != "uint8":
         raise PstFastError(f"--data {data_name}: images must be uint8, got {train.images.dtype}")

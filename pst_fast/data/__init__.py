@@ -1,4 +1,5 @@
-"""Datasets: the canonical format, importers, the embedded ``cifar10-mini`` and the device-resident loader.
+"""Datasets: the canonical format, importers, the embedded ``cifar10-mini``, the device-resident loader, and ImageFolder
+trees read in place (``folder``) by the DALI or fallback loader (``folder_loader``).
 
 ``load(name_or_dir, split)`` accepts a registered name (``cifar10-mini``), a directory holding
 ``train/`` and ``test/`` split directories, or a single split directory.
@@ -8,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError
+from .folder import is_image_folder
 from .format import ImageDataset, read_dataset, write_dataset
 from . import embedded
 
@@ -39,4 +41,4 @@ def load(name_or_dir: str | Path, split: str = "train", verify: bool = True) -> 
     return read_dataset(resolve(name_or_dir, split), verify=verify)
 
 
-__all__ = ["ImageDataset", "load", "resolve", "read_dataset", "write_dataset", "SPLITS"]
+__all__ = ["ImageDataset", "load", "resolve", "read_dataset", "write_dataset", "is_image_folder", "SPLITS"]

@@ -7,7 +7,7 @@ batches whenever it is drawn (so a resumed run sees the batches an uninterrupted
 """
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -23,6 +23,26 @@ class Batch(NamedTuple):
     idx: torch.Tensor  # (B,) int64 rows of the dataset
 
 
+class BatchLoader(Protocol):
+    """What the trainer and evaluate() read from a loader: DeviceLoader, and the ImageFolder loaders (pst_fast.data.folder_loader)."""
+
+    name: str              # 'device', 'dali' or 'fallback'
+    device: torch.device   # where batches are
+    num_classes: int
+    mean: tuple            # per channel, in [0, 1]: batches hold (x / 255 - mean) / std
+    std: tuple
+    layout: str            # 'nchw' or 'channels_last'
+
+    @property
+    def num_samples(self) -> int: ...  # images one epoch yields
+
+    def __len__(self) -> int: ...      # batches per epoch
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
 def _as_tensor(a, device) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a.to(device)
@@ -35,6 +55,8 @@ class DeviceLoader:
     ``delta`` (int8, (N|K, H, W, C)) is added on the fly with clamping: per sample when its first dim is
     N, per class when it is K. ``mean``/``std`` default to the dataset's ``meta`` (per channel, in [0, 1]).
     """
+
+    name = "device"
 
     def __init__(
         self,
@@ -81,6 +103,11 @@ class DeviceLoader:
     def __len__(self) -> int:
         n = len(self.images)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        """Images one epoch yields."""
+        return len(self) * self.batch_size if self.drop_last else len(self.images)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

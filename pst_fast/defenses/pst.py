@@ -96,6 +96,8 @@ class StagedTraining:
     """Runs a stage schedule inside the trainer through its hooks (``hooks()``)."""
 
     def __init__(self, cfg, p: PSTParams):
+        if data.is_image_folder(cfg.data):
+            raise PstFastError(f"--defense pst: its probe reads the canonical format, not an ImageFolder tree (pst-fast data import {cfg.data} --out DIR)")
         if p.reinit not in ("none", "head", "deep") or p.loss not in ("ce", "ce-plain") or p.augment not in HOLD_AUGMENTS:
             raise PstFastError(f"--defense-args reinit={p.reinit!r} loss={p.loss!r} augment={p.augment!r}: expected reinit none|head|deep, loss ce|ce-plain, augment {'|'.join(HOLD_AUGMENTS)}")
         if p.check_every < 1 or not 0 <= p.rollback <= 1 or p.probe_size < 1:

@@ -11,7 +11,13 @@ from ..options import opt
 
 @dataclass
 class TrainConfig:
-    data: str = opt("cifar10-mini", "dataset: a registered name or a directory with train/ and test/ (poisons too)")
+    data: str = opt("cifar10-mini", "dataset: a registered name, a directory with train/ and test/ (poisons too), or an "
+                    "ImageFolder tree DIR/{train,test}/<class>/<image> read in place")
+    loader: str = opt("auto", "ImageFolder data: dali, fallback (Pillow threads) or auto (dali when nvidia.dali imports)",
+                      ("auto", "dali", "fallback"))
+    image_size: int = opt(0, "ImageFolder data: side in pixels of the random resized (train) and centre (test) crops; "
+                          "0 = native (square images of one size); must be 0 for canonical datasets")
+    skip_bad: bool = opt(False, "ImageFolder data: leave out (and count) unreadable images instead of failing")
     model: str = opt("fastnet", "model name from the registry ('pst-fast models' lists them)")
     epochs: int = opt(15, "training epochs")
     batch_size: int = opt(128, "training batch size")
@@ -45,6 +51,9 @@ class TrainConfig:
 
     # options that do not change what a run computes (a resumed run may change them)
     VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints")
+    # options added after runs and sweep cells were first recorded: left out of identity() at their defaults,
+    # so the identity of those records stays what it was
+    LATER = ("loader", "image_size", "skip_bad")
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
@@ -55,8 +64,8 @@ class TrainConfig:
                 raise PstFastError(f"--{name.replace('_', '-')}={getattr(self, name)}: expected a value >= 0")
         if self.label_smoothing >= 1:
             raise PstFastError(f"--label-smoothing={self.label_smoothing}: expected a value in [0, 1)")
-        if self.max_steps < 0 or self.crop_pad < 0:
-            raise PstFastError("--max-steps and --crop-pad must be >= 0")
+        if self.max_steps < 0 or self.crop_pad < 0 or self.image_size < 0:
+            raise PstFastError("--max-steps, --crop-pad and --image-size must be >= 0")
         if self.sal_args and not self.sal:
             raise PstFastError(f"--sal-args {self.sal_args!r}: given without --sal")
         if self.sal:
@@ -74,7 +83,8 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The options that determine the computation (compared when a run directory is reused)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.VOLATILE}
+        defaults = {f.name: f.default for f in fields(self)}
+        return {k: v for k, v in self.to_dict().items() if k not in self.VOLATILE and not (k in self.LATER and v == defaults[k])}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

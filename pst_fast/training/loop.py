@@ -1,4 +1,8 @@
-"""The training loop: DeviceLoader batches -> model -> loss -> optimizer, evaluation on the clean test split."""
+"""The training loop: loader batches -> model -> loss -> optimizer, evaluation on the clean test split.
+
+Canonical datasets go through the device-resident DeviceLoader; ImageFolder trees are scanned in place and
+decoded every epoch by the DALI or the fallback loader (``--loader``), at ``--image-size``.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +14,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import data
-from ..data.loader import DeviceLoader
+from ..data.folder import FolderSplit, is_image_folder, scan, split_dir
+from ..data.folder_loader import folder_loader
+from ..data.loader import BatchLoader, DeviceLoader
 from ..errors import PstFastError
 from ..models import create_model
 from .config import TrainConfig
@@ -38,7 +44,7 @@ def autocast(device: torch.device, cfg: TrainConfig):
 
 
 @torch.no_grad()
-def evaluate(model, loader: DeviceLoader, amp) -> tuple[float, float]:
+def evaluate(model, loader: BatchLoader, amp) -> tuple[float, float]:
     """(mean cross-entropy, accuracy in [0, 1]) of ``model`` in eval mode over ``loader``."""
     was_training = model.training
     model.eval()
@@ -50,15 +56,42 @@ def evaluate(model, loader: DeviceLoader, amp) -> tuple[float, float]:
         loss += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
-    n = len(loader.images)
+    n = loader.num_samples
     return loss.item() / n, correct.item() / n
 
 
 def load_splits(cfg: TrainConfig):
+    """The train and test splits of a canonical dataset."""
+    if is_image_folder(cfg.data):
+        raise PstFastError(f"--data {cfg.data}: an ImageFolder tree; this needs the canonical format (pst-fast data import {cfg.data} --out DIR)")
+    if cfg.loader != "auto" or cfg.image_size or cfg.skip_bad:
+        raise PstFastError(f"--data {cfg.data}: --loader, --image-size and --skip-bad apply to ImageFolder trees, not to a canonical dataset")
     train_ds, test_ds = data.load(cfg.data, "train"), data.load(cfg.data, "test")
     if train_ds.classes != test_ds.classes:
         raise PstFastError(f"--data {cfg.data}: train and test splits list different classes")
     return train_ds, test_ds
+
+
+def folder_splits(cfg: TrainConfig, hooks: Hooks) -> tuple[FolderSplit, FolderSplit]:
+    """The train and test splits of an ImageFolder tree, scanned in place; refuses what needs whole arrays."""
+    needs = "--sal" if cfg.sal else f"--defense {cfg.defense}" if hooks.prepare_train is not None else ""
+    if needs:
+        raise PstFastError(f"{needs}: needs the canonical format, not an ImageFolder tree (pst-fast data import {cfg.data} --out DIR)")
+    train_ds, test_ds = (scan(split_dir(cfg.data, s), "skip" if cfg.skip_bad else "fail", progress=not cfg.quiet) for s in data.SPLITS)
+    if train_ds.classes != test_ds.classes:
+        raise PstFastError(f"--data {cfg.data}: train/ and test/ hold different class folders")
+    return train_ds, test_ds
+
+
+def make_loaders(cfg: TrainConfig, train_ds, test_ds, layout: str, device: torch.device) -> tuple[BatchLoader, BatchLoader]:
+    """(training loader, evaluation loader): DeviceLoaders for canonical splits, DALI or fallback loaders for FolderSplits."""
+    if isinstance(train_ds, FolderSplit):
+        kw = dict(image_size=cfg.image_size or train_ds.native_size() or 0, layout=layout, device=device)
+        return (folder_loader(cfg.loader, train_ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, flip=cfg.flip, **kw),
+                folder_loader(cfg.loader, test_ds, batch_size=cfg.eval_batch_size, shuffle=False, augment=False, **kw))
+    norm = dict(mean=train_ds.meta["mean"], std=train_ds.meta["std"], layout=layout, device=device)
+    return (DeviceLoader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, crop_pad=cfg.crop_pad, flip=cfg.flip, **norm),
+            DeviceLoader(test_ds, cfg.eval_batch_size, shuffle=False, augment=False, **norm))
 
 
 def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> torch.nn.Module:
@@ -92,16 +125,21 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
     from ..defenses import defense_hooks  # defenses build on the trainer's hooks: imported at call time
 
     hooks = defense_hooks(cfg.defense, cfg).merged(hooks or Hooks())
-    train_ds, test_ds = load_splits(cfg)
+    folder = is_image_folder(cfg.data)
+    train_ds, test_ds = folder_splits(cfg, hooks) if folder else load_splits(cfg)
     if hooks.prepare_train is not None:
         train_ds = hooks.prepare_train(train_ds)
+    run.check_data(train_ds, test_ds)
     model, channels_last = build_model(cfg, train_ds.num_classes, device)
     groups = (hooks.param_groups or block_param_groups)(model, cfg)
     opt = (hooks.make_optimizer or make_optimizer)(groups, cfg)
     _, peak_lr = resolve_optimizer(cfg)
-    norm = dict(mean=train_ds.meta["mean"], std=train_ds.meta["std"], layout="channels_last" if channels_last else "nchw", device=device)
-    loader = DeviceLoader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, crop_pad=cfg.crop_pad, flip=cfg.flip, **norm)
-    test_loader = DeviceLoader(test_ds, cfg.eval_batch_size, shuffle=False, augment=False, **norm)
+    loader, test_loader = make_loaders(cfg, train_ds, test_ds, "channels_last" if channels_last else "nchw", device)
+    norm = dict(mean=loader.mean, std=loader.std, layout=loader.layout, device=device)
+    if folder and not cfg.quiet:
+        skipped = len(train_ds.skipped) + len(test_ds.skipped)
+        tqdm.write(f"data: ImageFolder {cfg.data}: {len(train_ds)} train / {len(test_ds)} test images, {train_ds.num_classes} classes"
+                   f"{f', {skipped} unreadable images skipped' if skipped else ''}, {loader.image_size} px; loader: {loader.describe()}")
     if len(loader) == 0:
         raise PstFastError(f"--batch-size {cfg.batch_size}: larger than the training set ({len(train_ds)} images)")
     start_epoch, ckpt = run.resume_point()
@@ -199,6 +237,7 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         "data_fingerprint": train_ds.fingerprint,
         "poisoned": train_ds.is_poisoned,
         "device": str(device),
+        "loader": loader.name,
         "config": cfg.to_dict(),
     }
     run.finish(model, summary)

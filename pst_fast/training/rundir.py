@@ -1,6 +1,7 @@
 """The run directory: everything a training run records, and resuming a killed run.
 
     config.json     the fully resolved TrainConfig (plus package/torch versions)
+    data.json       the data trained on: classes, image counts, fingerprint (ImageFolder trees: also skipped files)
     metrics.jsonl   one JSON line per epoch
     checkpoint.pt   latest epoch: model + optimizer state (tensors and plain containers only)
     epochs/NNNN.pt  with --keep-checkpoints: the weights after each epoch (NNNN = epoch, 0-based)
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.folder import FolderSplit
 from ..errors import PstFastError
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .config import TrainConfig
@@ -53,11 +55,11 @@ class RunDir:
         cfg_file = self.file("config.json")
         if cfg_file.is_file():
             try:
-                old = json.loads(cfg_file.read_text())["train"]
+                old = TrainConfig.from_dict(json.loads(cfg_file.read_text())["train"]).identity()
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise PstFastError(f"{cfg_file}: not a pst_fast run config; choose another --out") from None
             new = self.cfg.identity()
-            diff = sorted(k for k in set(old) | set(new) if k not in TrainConfig.VOLATILE and old.get(k) != new.get(k))
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             if diff:
                 raise PstFastError(f"--out {self.path}: holds a different run (differs in {', '.join(diff)}); choose another --out")
         elif self.path.exists() and any(self.path.iterdir()):
@@ -67,6 +69,26 @@ class RunDir:
             from .. import __version__
 
             atomic_write_json(cfg_file, {"train": self.cfg.to_dict(), "pst_fast": __version__, "torch": torch.__version__})
+
+    def check_data(self, train_ds, test_ds) -> None:
+        """Record the classes, image counts and fingerprint of the data (data.json), or check a resumed run's data against them."""
+        if self.path is None:
+            return
+        new = {"classes": train_ds.classes, "train": len(train_ds), "test": len(test_ds), "fingerprint": train_ds.fingerprint}
+        f = self.file("data.json")
+        if not f.is_file():
+            skipped = {"skipped": {"train": train_ds.skipped, "test": test_ds.skipped}} if isinstance(train_ds, FolderSplit) else {}
+            atomic_write_json(f, new | skipped)
+            return
+        old = json.loads(f.read_text())
+        gone, added = sorted(set(old["classes"]) - set(new["classes"])), sorted(set(new["classes"]) - set(old["classes"]))
+        diff = ([f"classes gone: {', '.join(gone)}"] if gone else []) + ([f"new classes: {', '.join(added)}"] if added else [])
+        diff += [f"{s} images {old[s]} -> {new[s]}" for s in ("train", "test") if old[s] != new[s]]
+        if not diff and old["fingerprint"] != new["fingerprint"]:
+            diff = ["the files changed"]
+        if diff:
+            raise PstFastError(f"--data {self.cfg.data}: not the data this run started with ({'; '.join(diff)}; recorded in {f}); "
+                               "restore it or choose another --out")
 
     def resume_point(self) -> tuple[int, dict | None]:
         """(first epoch to run, checkpoint or None); drops metric lines of epochs the checkpoint does not cover."""
