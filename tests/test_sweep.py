@@ -188,7 +188,7 @@ def test_ray_executor_gives_the_local_results(tmp_path):
     spec = tiny_spec(tmp_path / "noise", tmp_path)
     spec.write_text(spec.read_text().replace('metrics = ["accuracy", "ud"]', 'metrics = ["accuracy"]'))
     assert main(["sweep", "run", str(spec), "--db", str(tmp_path / "local.db")]) == 0
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # its own instance, even beside a cluster
     try:
         assert main(["sweep", "run", str(spec), "--db", str(tmp_path / "ray.db"), "--executor", "ray"]) == 0
     finally:

@@ -132,8 +132,7 @@ def heatmap(recs: list[dict], path: Path) -> Path:
     rows, cols, groups = grid(recs)
     acc = np.array([[_mean(groups.get((r, c), []), "final_test_acc") or np.nan for c in cols] for r in rows]) * 100
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(cols), 1.0 + 0.55 * len(rows)))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#eeeeee")  # cells the grid does not have, or not finished yet
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#eeeeee")  # cells the grid does not have, or not finished yet
     im = ax.imshow(acc, cmap=cmap, vmin=0, vmax=100, aspect="auto")
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
