@@ -1,4 +1,5 @@
-"""Build the pybind11 extension ``pst_fast._C`` from ``csrc/`` and map ``kernels/`` to ``pst_fast.kernels``.
+"""Build the pybind11 extension ``pst_fast._C`` from ``csrc/`` and map ``kernels/`` to ``pst_fast.kernels``
+and ``benchmarks/`` to ``pst_fast.benchmarks`` (the suite of ``pst-fast bench``).
 
 The extension needs no torch headers: Python passes contiguous buffers (raw pointers plus sizes).
 """
@@ -27,8 +28,8 @@ ext_modules = [
 ]
 
 setup(
-    packages=["pst_fast", "pst_fast.data", "pst_fast.ops", "pst_fast.models", "pst_fast.training", "pst_fast.defenses", "pst_fast.attacks", "pst_fast.metrics", "pst_fast.sweep", "pst_fast.kernels"],
-    package_dir={"pst_fast.kernels": "kernels"},
+    packages=["pst_fast", "pst_fast.data", "pst_fast.ops", "pst_fast.models", "pst_fast.training", "pst_fast.defenses", "pst_fast.attacks", "pst_fast.metrics", "pst_fast.sweep", "pst_fast.kernels", "pst_fast.benchmarks"],
+    package_dir={"pst_fast.kernels": "kernels", "pst_fast.benchmarks": "benchmarks"},
     package_data={"pst_fast.data": ["assets/*.tar.gz"], "pst_fast.sweep": ["*.toml"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext},

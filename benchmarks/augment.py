@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pst_fast import backend
-from pst_fast.benchmark import copy_bandwidth_gbs, measure, ratio_text
+from pst_fast.benchmark import Entry, Peaks, copy_bandwidth_gbs, entry, measure, ratio_text
 from pst_fast.ops.augment import CIFAR10_MEAN, CIFAR10_STD, augment_batch
 
 PAD = 4
@@ -50,6 +50,28 @@ def fused(images, delta, layout, backend_name, generator):
     return run
 
 
+def make_inputs(rows: int, batch: int, device):
+    """rows x 32x32x3 uint8 images, a per-sample int8 δ, 16 cycling batches of indices and the op's generator."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (rows, 32, 32, 3), generator=g, dtype=torch.uint8).to(device)
+    delta = torch.randint(-8, 9, (rows, 32, 32, 3), generator=g, dtype=torch.int8).to(device)
+    batches = itertools.cycle([torch.randint(0, rows, (batch,), generator=g).to(device) for _ in range(16)])
+    return images, delta, batches, torch.Generator(device=device).manual_seed(0)
+
+
+def suite(quick: bool, peaks: Peaks) -> list[Entry]:
+    """``augment``: the fused op on its dispatch path (C++ on CPU, Triton on CUDA), channels_last float32, against
+    the per-sample eager pipeline; bytes moved (uint8 image + int8 δ read, float32 written) against the copy peak."""
+    rows, batch, repeat, secs = (5000, 512, 5, 0.1) if quick else (50000, 512, 7, 0.3)
+    images, delta, batches, gen = make_inputs(rows, batch, peaks.device)
+    baseline = per_sample_pipeline(images, delta, CIFAR10_MEAN, CIFAR10_STD, True)
+    base = measure(lambda: baseline(next(batches)), repeat=3, warmup=2, device=peaks.device, min_seconds=3 * secs)
+    fast = measure(lambda: augment_batch(images, next(batches), delta=delta, crop_pad=PAD, layout="channels_last", generator=gen),
+                   repeat=repeat, warmup=2, device=peaks.device, min_seconds=secs)
+    return [entry("augment", "images/s", batch, fast, base, "per-sample eager pipeline", peaks, "copy", batch * 32 * 32 * 3 * 6,
+                  f"batch {batch} of {rows} x 32x32x3 uint8 + int8 δ, crop 4 + flip, channels_last f32, {backend.choose(images)} path")]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="5000 rows, fewer and shorter repeats (under a minute)")
@@ -65,11 +87,7 @@ def main():
     min_seconds = 0.1 if a.quick else 0.3
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (rows, 32, 32, 3), generator=g, dtype=torch.uint8).to(device)
-    delta = torch.randint(-8, 9, (rows, 32, 32, 3), generator=g, dtype=torch.int8).to(device)
-    batches = itertools.cycle([torch.randint(0, rows, (a.batch,), generator=g).to(device) for _ in range(16)])
-    gen = torch.Generator(device=device).manual_seed(0)
+    images, delta, batches, gen = make_inputs(rows, a.batch, device)
 
     copy_gbs = copy_bandwidth_gbs(device)
     threads = backend.native().num_threads() if backend.native() else torch.get_num_threads()

@@ -25,10 +25,13 @@ import torch.nn.functional as F
 from pst_fast import data
 from pst_fast.attacks.em import EMParams, error_minimizing
 from pst_fast.attacks.engine import PGD, Surrogate, gather, perturb
-from pst_fast.benchmark import matmul_peak_gflops, measure, ratio_text
+from pst_fast.benchmark import Entry, Peaks, entry, matmul_peak_gflops, measure, ratio_text
 from pst_fast.data.format import ImageDataset
 from pst_fast.models import create_model
 from pst_fast.models.flops import count_flops
+
+CPU_ONLY = True  # pst-fast bench measures this on the CPU on every machine
+# (the official loop's per-sample DataLoader and host noise bank are CPU code)
 
 
 class PerSample(torch.utils.data.Dataset):
@@ -105,6 +108,37 @@ def official_round(model, opt, loader, noise, p: EMParams):
     return correct / len(noise)
 
 
+def load_subset(name: str, n: int) -> tuple[ImageDataset, ImageDataset]:
+    """The full training split and a seeded random subset of ``n`` images."""
+    full = data.load(name, "train")
+    pick = np.random.default_rng(0).permutation(len(full))[:n]
+    return full, ImageDataset(np.asarray(full.images)[pick], np.asarray(full.labels)[pick], full.meta, path=full.path)
+
+
+def time_rounds(full: ImageDataset, sub: ImageDataset, p: EMParams, n: int, repeat: int):
+    """(official round, engine round, FLOPs per round): one EM round over ``sub`` each way."""
+    fwd = count_flops(create_model(p.model, num_classes=full.num_classes), 32)
+    loader = torch.utils.data.DataLoader(PerSample(sub.images, sub.labels), batch_size=p.batch_size, shuffle=False)
+    base_round_model = Normalized(create_model(p.model, num_classes=full.num_classes), full.meta["mean"], full.meta["std"])
+    base_opt = torch.optim.SGD(base_round_model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
+    noise = [(torch.rand(3, 32, 32) * 2 - 1) * p.eps for _ in range(n)]
+    r_base = measure(lambda: official_round(base_round_model, base_opt, loader, noise, p), repeat=repeat, warmup=0)
+    r_fast = measure(lambda: error_minimizing(sub, p, seed=0, progress=False), repeat=repeat, warmup=1)
+    return r_base, r_fast, 3 * fwd * p.batch_size * p.train_steps + 2 * fwd * n * p.steps + fwd * n
+
+
+def suite(quick: bool, peaks: Peaks) -> list[Entry]:
+    """``em_round``: one official EM round (M=10 steps, a 20-step PGD sweep, the accuracy pass) by the engine against the
+    eager re-creation of the official loop; images swept per second, FLOPs against the matmul peak (CPU)."""
+    n = 512 if quick else 2048
+    torch.manual_seed(0)
+    full, sub = load_subset("cifar10-mini", n)
+    p = EMParams(model="fastnet-small", batch_size=512, max_rounds=1, stop_acc=2.0)
+    base, fast, flops = time_rounds(full, sub, p, n, 3)
+    return [entry("em_round", "images/s", n, fast, base, "eager re-creation of the official loop", peaks, "matmul", flops,
+                  f"fastnet-small surrogate, {n} cifar10-mini images, batch 512, 20 PGD steps, M=10")]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="cifar10-mini")
@@ -117,9 +151,7 @@ def main():
     if args.quick:
         args.n, args.repeat = 1024, 2
     torch.manual_seed(0)
-    full = data.load(args.data, "train")
-    pick = np.random.default_rng(0).permutation(len(full))[: args.n]
-    sub = ImageDataset(np.asarray(full.images)[pick], np.asarray(full.labels)[pick], full.meta, path=full.path)
+    full, sub = load_subset(args.data, args.n)
     p = EMParams(model=args.model, batch_size=args.batch_size, max_rounds=1, stop_acc=2.0)
     mean, std = full.meta["mean"], full.meta["std"]
     fwd = count_flops(create_model(args.model, num_classes=full.num_classes), 32)
@@ -152,13 +184,7 @@ def main():
         ratio = "1.00x" if t is t_base else ratio_text(t, t_base)
         print(f"{name:<30} {1e3 * per:8.2f} ± {1e3 * t.spread / p.steps:6.2f} {gf:8.1f} {100 * gf / peak:7.1f}%  {ratio}")
 
-    loader = torch.utils.data.DataLoader(PerSample(sub.images, sub.labels), batch_size=args.batch_size, shuffle=False)
-    base_round_model = Normalized(create_model(args.model, num_classes=full.num_classes), mean, std)
-    base_opt = torch.optim.SGD(base_round_model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
-    noise = [(torch.rand(3, 32, 32) * 2 - 1) * p.eps for _ in range(args.n)]
-    r_base = measure(lambda: official_round(base_round_model, base_opt, loader, noise, p), repeat=args.repeat, warmup=0)
-    r_fast = measure(lambda: error_minimizing(sub, p, seed=0, progress=False), repeat=args.repeat, warmup=1)
-    round_flops = 3 * fwd * p.batch_size * p.train_steps + 2 * fwd * args.n * p.steps + fwd * args.n
+    r_base, r_fast, round_flops = time_rounds(full, sub, p, args.n, args.repeat)
     print(f"\nper round ({args.n} images)              s/round        GFLOP/s  of peak  vs official")
     for name, t in (("official eager", r_base), ("pst_fast engine", r_fast)):
         gf = round_flops / t.median / 1e9

@@ -9,7 +9,7 @@ import argparse
 import torch
 
 from pst_fast import backend
-from pst_fast.benchmark import copy_bandwidth_gbs, measure, ratio_text
+from pst_fast.benchmark import Entry, Peaks, copy_bandwidth_gbs, entry, measure, ratio_text
 from pst_fast.ops.pgd import pgd_step, pgd_step_, pgd_step_reference
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
@@ -72,6 +72,19 @@ def bench_cuda(B, norm, repeat):
     base = t(lambda: eager(x, delta, grad, alpha, eps))
     fast = t(lambda: pgd_step_(delta, x, grad, alpha, eps, norm))
     print(f"CUDA {norm} B={B}: eager {1e3 * base.median:.3f} ms, triton in place {1e3 * fast.median:.3f} ms, {ratio_text(fast, base)}")
+
+
+def suite(quick: bool, peaks: Peaks) -> list[Entry]:
+    """``pgd_step``: the in-place fused L∞ update on its dispatch path against the eager lines, B = 10,000 CIFAR images;
+    bytes moved (x, δ, grad read, δ written) against the copy peak."""
+    B, repeat, secs = 10000, (3 if quick else 7), (0.1 if quick else 0.3)
+    x, delta, grad = inputs(B, "linf", peaks.device)
+    eps, alpha = EPS["linf"], ALPHA["linf"]
+    base = measure(lambda: eager_linf(x, delta, grad, alpha, eps), repeat=repeat, warmup=2, device=peaks.device, min_seconds=secs)
+    d = delta.clone()
+    fast = measure(lambda: pgd_step_(d, x, grad, alpha, eps, "linf"), repeat=repeat, warmup=2, device=peaks.device, min_seconds=secs)
+    return [entry("pgd_step", "images/s", B, fast, base, "eager sign/add/clamp/clamp", peaks, "copy", 16 * x.numel(),
+                  f"L∞, B={B} x 3x32x32 float32, in place, {backend.choose(x)} path")]
 
 
 def main():

@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from pst_fast.benchmark import matmul_peak_gflops, measure_interleaved, ratio_text
+from pst_fast.benchmark import Entry, Peaks, entry, matmul_peak_gflops, measure_interleaved, ratio_text
 from pst_fast.defenses.pst import PSTParams, StagedTraining, schedule
 from pst_fast.models import create_model
 from pst_fast.models.flops import block_flops
@@ -21,10 +21,10 @@ from pst_fast.training import TrainConfig, TrainState
 from pst_fast.training.optim import block_param_groups, make_optimizer
 
 
-def stepper(name: str, frozen: tuple[str, ...], compiled: bool, batch: int):
+def stepper(name: str, frozen: tuple[str, ...], compiled: bool, batch: int, device="cpu"):
     torch.manual_seed(0)
     cfg = TrainConfig(data="unused", model=name, compile=compiled, defense="pst")
-    model = create_model(name).to(memory_format=torch.channels_last).train()
+    model = create_model(name).to(device, memory_format=torch.channels_last).train()
     opt = make_optimizer(block_param_groups(model, cfg), cfg)
     st = StagedTraining(cfg, PSTParams(shallow="+".join(frozen) if frozen else "auto", augment="none"))
     st.stages = schedule(st.p, list(model.blocks.keys()))
@@ -32,8 +32,8 @@ def stepper(name: str, frozen: tuple[str, ...], compiled: bool, batch: int):
     for b in frozen:
         opt.freeze(b)
     state = TrainState(model=model, optimizer=opt, cfg=cfg)
-    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
     fwd = torch.compile(model) if compiled else model
 
     def step():
@@ -42,6 +42,27 @@ def stepper(name: str, frozen: tuple[str, ...], compiled: bool, batch: int):
         opt.step()
 
     return step, model
+
+
+def step_flops(name: str, frozen_blocks: int) -> tuple[tuple[str, ...], dict]:
+    """(the frozen prefix, {() or prefix: FLOPs per image of a step}): forward 1×, backward 2× for trainable blocks,
+    no input gradient below the first trainable block (frozen prefixes cost their forward only)."""
+    model = create_model(name)
+    frozen = tuple(list(model.blocks.keys())[:frozen_blocks])
+    fl = list(block_flops(model, 32).values())
+    k = len(frozen)
+    return frozen, {(): 3 * sum(fl) - fl[0], frozen: sum(fl[:k]) + 3 * sum(fl[k:]) - fl[k]}
+
+
+def suite(quick: bool, peaks: Peaks) -> list[Entry]:
+    """``train_step_frozen_prefix``: a PST step of fastnet with the stem and first stage frozen against the full backward,
+    both eager, timed in turns; FLOPs the step needs against the matmul peak."""
+    batch = 128
+    frozen, work = step_flops("fastnet", 2)
+    full, fz = measure_interleaved([stepper("fastnet", (), False, batch, peaks.device)[0], stepper("fastnet", frozen, False, batch, peaks.device)[0]],
+                                   repeat=3 if quick else 5, warmup=3, device=peaks.device, min_seconds=0.5 if quick else 1.0)
+    return [entry("train_step_frozen_prefix", "images/s", batch, fz, full, "full backward (eager)", peaks, "matmul", work[frozen] * batch,
+                  f"fastnet, batch {batch}, frozen {'+'.join(frozen)}, PST loss + freeze-aware SGD, eager")]
 
 
 def main():
@@ -56,12 +77,9 @@ def main():
     peak = matmul_peak_gflops()
     print(f"PST step, batch {args.batch}, float32 CPU, {torch.get_num_threads()} threads; matmul peak {peak:.1f} GFLOP/s")
     for name in args.models.split(","):
-        blocks = list(create_model(name).blocks.keys())
-        frozen = tuple(blocks[: args.frozen_blocks])
+        frozen, work = step_flops(name, args.frozen_blocks)
         fl = list(block_flops(create_model(name), 32).values())
-        k = len(frozen)
-        work = {(): 3 * sum(fl) - fl[0], frozen: sum(fl[:k]) + 3 * sum(fl[k:]) - fl[k]}  # no input grad below the first trainable block
-        print(f"\n{name}: frozen = {'+'.join(frozen)} ({100 * sum(fl[:k]) / sum(fl):.0f}% of the forward FLOPs)")
+        print(f"\n{name}: frozen = {'+'.join(frozen)} ({100 * sum(fl[:len(frozen)]) / sum(fl):.0f}% of the forward FLOPs)")
         print(f"{'configuration':<34} {'ms/step':>9} {'spread':>8} {'GFLOP/s':>8} {'of peak':>8}  vs full eager")
         configs = [(c, fz) for c in ([False] if args.no_compile else [False, True]) for fz in ((), frozen)]
         steps = [stepper(name, fz, c, args.batch)[0] for c, fz in configs]

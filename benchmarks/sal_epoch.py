@@ -18,11 +18,50 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pst_fast import data
-from pst_fast.benchmark import matmul_peak_gflops, measure_interleaved, ratio_text
+from pst_fast.benchmark import Entry, Peaks, entry, matmul_peak_gflops, measure_interleaved, ratio_text
 from pst_fast.metrics.sal import SALConfig, make_sal_data, sal_epoch
 from pst_fast.metrics.sal_reference import sal_epoch_reference
 from pst_fast.models import create_model
 from pst_fast.training import TrainConfig
+
+
+CPU_ONLY = True  # pst-fast bench measures this on the CPU on every machine (the GPU path is unmeasured)
+
+
+def time_sal(model_name: str, data_name: str, images: int, rounds: int, batch: int, repeat: int):
+    """(engine timing, official-loop timing, [engine FLOPs, official FLOPs]) of ``rounds`` exact-mode SAL round(s) over a
+    class-balanced subset of ``images`` training images; FLOPs counted on two batches and scaled."""
+    train_ds, test_ds = data.load(data_name, "train"), data.load(data_name, "test")
+    torch.manual_seed(0)
+    model = create_model(model_name, train_ds.num_classes).to(memory_format=torch.channels_last)
+    with torch.no_grad():  # BatchNorm statistics of a trained model, not the identity of a fresh one
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0), m.running_mean.normal_(0, 0.2)
+    tcfg = TrainConfig(data=data_name, model=model_name, batch_size=batch)
+    norm = dict(mean=train_ds.meta["mean"], std=train_ds.meta["std"], layout="channels_last")
+    scfg = SALConfig(mode="exact", rounds=rounds, subset=images)
+
+    def call(fn, cfg=scfg):
+        return lambda: fn(model, make_sal_data(cfg.resolved(), tcfg, train_ds, test_ds, 0, **norm), cfg, 1.0, tcfg.label_smoothing)
+
+    small = dataclasses.replace(scfg, rounds=1, subset=2 * batch)
+    flops = []
+    for fn in (sal_epoch, sal_epoch_reference):
+        with FlopCounterMode(display=False) as fc:
+            call(fn, small)()
+        flops.append(fc.get_total_flops() * rounds * images / (2 * batch))
+    fast, ref = measure_interleaved([call(sal_epoch), call(sal_epoch_reference)], repeat=repeat, warmup=1)
+    return fast, ref, flops
+
+
+def suite(quick: bool, peaks: Peaks) -> list[Entry]:
+    """``sal_epoch``: one exact-mode SAL round by the batched engine against the re-created official per-layer loop, in
+    turns; images per second of the round, counted FLOPs against the matmul peak."""
+    images = 256 if quick else 1024
+    fast, ref, flops = time_sal("fastnet", "cifar10-mini", images, 1, 128, 3)
+    return [entry("sal_epoch", "images/s", images, fast, ref, "re-created official per-layer loop", peaks, "matmul", flops[0],
+                  f"fastnet, exact mode, 1 round over {images} cifar10-mini images, batch 128")]
 
 
 def main():
@@ -36,28 +75,8 @@ def main():
     args = ap.parse_args()
 
     peak = matmul_peak_gflops()
-    train_ds, test_ds = data.load(args.data, "train"), data.load(args.data, "test")
-    torch.manual_seed(0)
-    model = create_model(args.model, train_ds.num_classes).to(memory_format=torch.channels_last)
-    with torch.no_grad():  # BatchNorm statistics of a trained model, not the identity of a fresh one
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.uniform_(0.5, 2.0), m.running_mean.normal_(0, 0.2)
-    tcfg = TrainConfig(data=args.data, model=args.model, batch_size=args.batch)
-    norm = dict(mean=train_ds.meta["mean"], std=train_ds.meta["std"], layout="channels_last")
-    scfg = SALConfig(mode="exact", rounds=args.rounds, subset=args.images)
-
-    def call(fn, cfg=scfg):
-        return lambda: fn(model, make_sal_data(cfg.resolved(), tcfg, train_ds, test_ds, 0, **norm), cfg, 1.0, tcfg.label_smoothing)
-
-    small = dataclasses.replace(scfg, rounds=1, subset=2 * args.batch)
-    flops = []
-    for fn in (sal_epoch, sal_epoch_reference):
-        with FlopCounterMode(display=False) as fc:
-            call(fn, small)()
-        flops.append(fc.get_total_flops() * args.rounds * args.images / (2 * args.batch))
-    fast, ref = measure_interleaved([call(sal_epoch), call(sal_epoch_reference)], repeat=args.repeat, warmup=1)
-
+    train_ds = data.load(args.data, "train")
+    fast, ref, flops = time_sal(args.model, args.data, args.images, args.rounds, args.batch, args.repeat)
     full = 10 * len(train_ds) / (args.rounds * args.images)
     print(f"SAL exact, {args.model} on {args.data}: {args.rounds} round(s) over {args.images} images, batch {args.batch}, "
           f"float32 CPU, {torch.get_num_threads()} threads; matmul peak {peak:.1f} GFLOP/s")

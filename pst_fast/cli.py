@@ -56,6 +56,19 @@ def cmd_train(args) -> None:
         print(f"run directory: {cfg.out}")
 
 
+def cmd_bench(args) -> None:
+    from .bench_suite import markdown, run_suite, write_json
+    from .io import atomic_write_text
+
+    peaks, entries = run_suite(args.quick, args.only.split(",") if args.only else None, args.device)
+    table = markdown(peaks, entries, args.quick)
+    print(table)
+    if args.json:
+        print(f"json: {write_json(args.json, peaks, entries)}")
+    if args.out:
+        print(f"table: {atomic_write_text(args.out, table)}")
+
+
 def cmd_models(args) -> None:
     from .models import list_models, model_info
 
@@ -71,6 +84,22 @@ def cmd_data_import(args) -> None:
     splits = import_source(args.src, args.out, name=args.name, workers=args.workers, on_bad_image="skip" if args.skip_bad else "fail")
     for split, ds in splits.items():
         print(f"{split}: {len(ds)} images {'x'.join(map(str, ds.shape))}, {ds.num_classes} classes -> {ds.path}")
+
+
+def cmd_data_export(args) -> None:
+    from .data.interop import export_png
+
+    out = export_png(args.poison, args.out, layout=args.layout, workers=args.workers)
+    print(f"{out}/{'data/<index>.png' if args.layout == 'flat' else '<label>/<index>.png'} and {out}/pst_fast.json")
+
+
+def cmd_data_import_poison(args) -> None:
+    from .data.interop import import_poison
+
+    ds = import_poison(args.src, args.clean, args.out, attack=args.attack, trust_pickle=args.trust_pickle, workers=args.workers)
+    delta = "absent (a change does not fit int8)" if ds.delta is None else "per sample"
+    print(f"train: {len(ds)} poisoned images {'x'.join(map(str, ds.shape))} of {args.clean} ({ds.meta['source_kind']}), "
+          f"attack {ds.meta['attack']}, delta.npy {delta} -> {ds.path.parent}")
 
 
 def cmd_data_info(args) -> None:
@@ -363,6 +392,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--format", default="html", choices=["html", "csv", "json"], help="html: the Markdown + HTML page; csv/json: records on stdout")
     rp.set_defaults(func=cmd_report)
 
+    b = sub.add_parser("bench", help="the throughput benchmark suite: pst_fast against same-run eager baselines and the machine's peaks",
+                       formatter_class=Formatter, description="Measures the float32 matmul peak and copy bandwidth, then each benchmark "
+                       "of benchmarks/ (augment, pgd_step, em_round, train_step_compiled, train_step_frozen_prefix, sal_epoch, loader): "
+                       "pst_fast's rate, the eager baseline measured in the same run, the ratio (refused when the spreads overlap the "
+                       "difference) and the fraction of the peak.")
+    b.add_argument("--quick", action="store_true", help="smaller problems and fewer repeats (under 5 minutes on 2 CPU cores)")
+    b.add_argument("--json", default=None, help="also write the entries to this JSON file (a list of {name, value, unit, baseline, ratio, peak_fraction, ...})")
+    b.add_argument("--out", default=None, help="also write the Markdown table to this file")
+    b.add_argument("--only", default=None, help="comma-separated subset of the benchmarks")
+    b.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available; its figures use CUDA events)")
+    b.set_defaults(func=cmd_bench)
+
     m = sub.add_parser("models", help="list registered models with parameter counts and FLOPs per image", formatter_class=Formatter)
     m.add_argument("--num-classes", type=int, default=10, help="classes of the head used for the counts")
     m.set_defaults(func=cmd_models)
@@ -375,6 +416,28 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
     di.add_argument("--skip-bad", action="store_true", help="skip (and count) unreadable images instead of failing")
     di.set_defaults(func=cmd_data_import)
+    dx = d.add_parser("export", help="write a poison's training images as the per-index PNG folder APBench and the UD code read",
+                      formatter_class=Formatter, description="OUT/data/<index>.png (flat: APBench's CIFAR/SVHN layout) or "
+                      "OUT/<label>/<index>.png (class: its ImageNet-100 layout), lossless, plus OUT/pst_fast.json (labels, "
+                      "checksums, the poison's meta) so that 'pst-fast data import-poison' restores the poison bit for bit.")
+    dx.add_argument("poison", help="registered name or dataset directory (its train split is exported)")
+    dx.add_argument("--format", default="png", choices=["png"], help="file format of the images")
+    dx.add_argument("--layout", default="flat", choices=["flat", "class"], help="flat: OUT/data/<index>.png; class: OUT/<label>/<index>.png")
+    dx.add_argument("--out", required=True, help="output directory (must not exist)")
+    dx.add_argument("--workers", type=int, default=None, help="encoding threads (default: all cores, at most 8)")
+    dx.set_defaults(func=cmd_data_export)
+    dp = d.add_parser("import-poison", help="a poison made elsewhere (APBench/UD PNG folder, EM .pt, REM .pkl) -> canonical poison of --clean",
+                      formatter_class=Formatter, description="SRC is a PNG folder of 'pst-fast data export' or APBench "
+                      "(labels checked against --clean), an EM perturbation.pt (float (N|K, C, H, W) in [0, 1] pixel units, "
+                      "read with torch.load(weights_only=True)) or a REM -def-noise.pkl (int8 pixels; a pickle, read only with "
+                      "--trust-pickle). Writes OUT/train (poisoned, δ = poisoned - clean) and OUT/test (the clean test split).")
+    dp.add_argument("src", help="PNG folder, EM .pt file or REM .pkl file")
+    dp.add_argument("--clean", required=True, help="the clean dataset the poison was made from: registered name or directory")
+    dp.add_argument("--out", required=True, help="output directory (must not exist)")
+    dp.add_argument("--attack", default=None, help="attack name recorded in meta.json (default: the exported poison's, else 'external')")
+    dp.add_argument("--trust-pickle", action="store_true", help="allow unpickling SRC (can run arbitrary code: only for files you trust)")
+    dp.add_argument("--workers", type=int, default=None, help="PNG decoding threads (default: all cores, at most 8)")
+    dp.set_defaults(func=cmd_data_import_poison)
     dn = d.add_parser("info", help="shape, classes, per-class counts, checksum status", formatter_class=Formatter)
     dn.add_argument("data", help="registered name or dataset directory")
     dn.add_argument("--split", nargs="+", default=["train", "test"], choices=["train", "test"], help="splits to describe")

@@ -4,16 +4,13 @@ images, and writing the poison as a dataset directory (``train/`` poisoned, ``te
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..data.format import ImageDataset, write_dataset
+from ..data.format import ImageDataset, write_poison
 from ..errors import PstFastError
 
 
@@ -71,46 +68,19 @@ def params_from(spec: AttackSpec, overrides: dict):
     return p
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def save_poison(out: str | Path, spec: AttackSpec, params, seed: int, train: ImageDataset, test: ImageDataset, poison: Poison) -> Path:
     """Write ``out/train`` (poisoned, with δ and full meta) and ``out/test`` (the clean test split) atomically."""
-    out = Path(out)
-    if out.exists():
-        raise PstFastError(f"--out {out}: output directory exists (choose another or remove it)")
     if poison.images.shape != train.images.shape or poison.images.dtype != np.uint8:
         raise PstFastError(f"attack {spec.name}: produced {poison.images.dtype} {poison.images.shape}, expected uint8 {train.images.shape}")
     meta = {
         "name": f"{train.meta['name']}-{spec.name}",
-        "split": "train",
-        "classes": train.classes,
         "source": f"pst_fast.attacks.{spec.name}",
         "attack": spec.name,
         "params": dataclasses.asdict(params),
         "norm": spec.norm,
         "budget": spec.budget(params),
         "seed": seed,
-        "clean_fingerprint": train.fingerprint,
-        "clean_source": str(train.path),
         "reference": spec.reference,
-        "mean": train.meta["mean"],
-        "std": train.meta["std"],
         **({"generation": poison.info} if poison.info else {}),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        write_dataset(tmp / "train", poison.images, np.asarray(train.labels), meta, delta=poison.delta)
-        (tmp / "test").mkdir()
-        for name in ("images.npy", "labels.npy", "meta.json"):
-            _link_or_copy(Path(test.path) / name, tmp / "test" / name)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return write_poison(out, train, test, poison.images, poison.delta, meta)

@@ -8,7 +8,8 @@
 
 Reading verifies shapes, dtypes, ranges and (unless ``verify=False``) checksums, and raises
 :class:`DataError` with one line naming the file. Writing is atomic: a temporary sibling directory
-is filled and renamed into place. ``np.load`` is always called with ``allow_pickle=False``.
+is filled and renamed into place. ``np.load`` is always called with ``allow_pickle=False``. ``write_poison`` writes
+a poison: ``train/`` poisoned (with the clean labels and the clean fingerprint), ``test/`` the clean test split.
 """
 from __future__ import annotations
 
@@ -162,6 +163,40 @@ def write_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return read_dataset(out, verify=False)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def write_poison(out: str | os.PathLike, train: ImageDataset, test: ImageDataset, images: np.ndarray,
+                 delta: np.ndarray | None, meta: dict) -> Path:
+    """Write a poison of the clean split ``train`` atomically and return ``out``.
+
+    ``out/train``: ``images`` (uint8, ``train``'s shape) with ``train``'s labels, ``delta`` and ``meta`` (at least
+    name, source and attack) completed with split, classes, clean_fingerprint, clean_source and ``train``'s mean/std.
+    ``out/test``: the files of the clean ``test`` split (hard links when possible).
+    """
+    out = Path(out)
+    if out.exists():
+        raise DataError(f"{out}: output directory exists (choose another --out or remove it)")
+    meta = {**meta, "split": "train", "classes": train.classes, "clean_fingerprint": train.fingerprint,
+            "clean_source": str(train.path), "mean": train.meta["mean"], "std": train.meta["std"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        write_dataset(tmp / "train", images, np.asarray(train.labels), meta, delta=delta)
+        (tmp / "test").mkdir()
+        for name in ("images.npy", "labels.npy", "meta.json"):
+            _link_or_copy(Path(test.path) / name, tmp / "test" / name)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
 def _load_npy(path: Path, name: str, mmap: bool) -> np.ndarray:

@@ -166,9 +166,10 @@ def decode_image(data: bytes) -> np.ndarray:
         return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
 
-def _decode_split(src: Path, split: str, items: list[tuple[str, bytes | Path]], workers: int | None, progress: bool,
-                  on_bad_image: str) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``items`` (name, data) in order into (N, H, W, 3) uint8; returns (images, mask of skipped items)."""
+def decode_files(src: Path, split: str, items: list[tuple[str, bytes | Path]], workers: int | None, progress: bool,
+                 on_bad_image: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``items`` (name under ``src``, bytes or path) in order into (N, H, W, 3) uint8 on a thread pool, all of
+    the first readable image's size; returns (images, mask of skipped items). ``split`` labels the progress bar."""
     n = len(items)
     skipped = np.zeros(n, bool)
     wrong: dict[int, tuple] = {}
@@ -232,7 +233,7 @@ def _import_folder(src: Path, files: Files, dirs: set[str], workers, progress, o
         for label, cls in enumerate(classes):
             items += [(k, files[k]) for k in layout[split][cls]]
             labels += [label] * len(layout[split][cls])
-        images, skipped = _decode_split(src, split, items, workers, progress, on_bad_image)
+        images, skipped = decode_files(src, split, items, workers, progress, on_bad_image)
         labels = np.asarray(labels, np.int64)
         if skipped.any():
             images, labels = images[~skipped], labels[~skipped]

@@ -6,7 +6,7 @@ import math
 import torch
 
 from ..errors import PstFastError
-from .freeze import FreezeAwareAdamW, FreezeAwareSGD
+from .freeze import FreezeAwareAdamW, FreezeAwareSGD, block_groups
 
 DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}
 
@@ -20,12 +20,8 @@ def resolve_optimizer(cfg) -> tuple[str, float]:
 
 
 def block_param_groups(model, cfg) -> list[dict]:
-    """One group per block, shallow to deep; ``lr_scale`` multiplies the scheduled lr of a group."""
-    return [
-        {"params": list(block.parameters()), "name": name, "lr_scale": 1.0}
-        for name, block in model.blocks.items()
-        if any(True for _ in block.parameters())
-    ]
+    """One group per block of ``model.blocks``, shallow to deep; ``lr_scale`` multiplies the scheduled lr of a group."""
+    return [dict(g, lr_scale=1.0) for g in block_groups(model.blocks)]
 
 
 def make_optimizer(groups: list[dict], cfg) -> torch.optim.Optimizer:
