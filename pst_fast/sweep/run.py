@@ -142,11 +142,17 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
             data = str(root / "poisons" / c.poison.id) if c.poison else c.dataset
             jobs[pool.submit(_train_cell, c.config(), data, out, device)] = ("cell", c)
 
+        reused = set()
         for pid, p in poisons.items():  # poisons first; a cell starts as soon as its poison is there
-            out = str(root / "poisons" / pid)
-            jobs[pool.submit(_make_poison, p.attack, p.dataset, dict(p.params), p.seed, out, device)] = ("poison", (p, out, time.time()))
+            out = root / "poisons" / pid
+            if out.is_dir() and store.artifact(pid) is not None:  # complete (written by rename) and recorded
+                reused.add(pid)
+                say(f"poison {p.attack} of {p.dataset}: reused ({out})")
+            else:
+                jobs[pool.submit(_make_poison, p.attack, p.dataset, dict(p.params), p.seed, str(out), device)] = ("poison", (p, str(out), time.time()))
+        bar.update(len(reused))
         for c in todo:
-            if not c.poison:
+            if not c.poison or c.poison.id in reused:
                 submit_cell(c)
         while jobs:
             done, _ = wait(jobs, return_when=FIRST_COMPLETED)
