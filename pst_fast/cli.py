@@ -293,7 +293,8 @@ def cmd_poison(args, rest: list[str]) -> None:
     overrides = {f.name: getattr(ns, f.name) for f in dataclasses.fields(spec.params) if getattr(ns, f.name) != f.default}
     from .training.loop import resolve_device
 
-    s = poison(args.attack, args.data, args.out, seed=args.seed, device=str(resolve_device(args.device)), **overrides)
+    s = poison(args.attack, args.data, args.out, seed=args.seed, device=str(resolve_device(args.device)), image_size=args.image_size,
+               **overrides)
     print(f"{s['attack']}: wrote {s['out']} in {s['seconds']:.0f} s" + (f" ({s['rounds']} rounds, stopped by {s['stopped']})" if "rounds" in s else ""))
 
 
@@ -318,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Generate a poisoned dataset: OUT/train is the poisoned training split, OUT/test the clean test split. "
                         "Attack parameters are options too: 'pst-fast poison --attack em --attack-help' lists them.")
     po.add_argument("--attack", required=True, help="attack name ('pst-fast attacks' lists them)")
-    po.add_argument("--data", default="cifar10-mini", help="clean dataset: registered name or directory")
+    po.add_argument("--data", default="cifar10-mini", help="clean dataset: registered name or directory; an ImageFolder tree "
+                    "(em, em-class) gives a poison directory for 'train --data TREE --poison OUT'")
+    po.add_argument("--image-size", type=int, default=0, help="ImageFolder tree: the training resolution of δ in px (0 = native)")
     po.add_argument("--out", help="output directory (must not exist); required unless --attack-help")
     po.add_argument("--seed", type=int, default=0, help="seed of every random draw of the attack")
     po.add_argument("--device", default="auto", help="cpu, cuda or auto")

@@ -15,6 +15,8 @@ from pst_fast.cli import main
 from pst_fast.data import folder_loader as fl
 from pst_fast.data.folder import is_image_folder, scan, split_dir
 from pst_fast.data.folder_loader import IMAGENET_MEAN, IMAGENET_STD, folder_loader
+from pst_fast.data.folder_poison import write_folder_poison
+from pst_fast.training import Hooks, TrainConfig, train
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 PER_CLASS = {"train": 20, "test": 6}  # CIFAR-10 files NNNN.jpg with NNNN below this, per class
@@ -195,15 +197,62 @@ def test_train_on_an_image_folder(tree, tmp_path, capsys, kind):
     assert s["steps"] == min(20, 2 * (rec["train"] // 16)) and s["loader"] == kind and 0 <= s["final_test_acc"] <= 1
 
 
-def test_train_with_a_delta_beside_the_class_folders(tmp_path, capsys):
+def first_batch(root: Path, kind: str, **options) -> torch.Tensor:
+    """The first training batch x of a one-step run on the tree ``root`` (no flips), captured by a loss hook."""
+    seen = []
+
+    def loss(fwd, x, y, state):
+        seen.append(x.clone())
+        return torch.nn.functional.cross_entropy(fwd(x), y)
+
+    train(TrainConfig(data=str(root), loader=kind, image_size=16, batch_size=8, epochs=1, max_steps=1, flip=False, quiet=True, **options),
+          hooks=Hooks(loss=loss))
+    return seen[0]
+
+
+@pytest.mark.parametrize("kind", ["fallback", "dali"])
+@pytest.mark.parametrize("per", ["class", "sample"])
+def test_train_with_a_poison_directory(tmp_path, kind, per):
+    if kind == "dali":
+        dali()
     root = synthesize(tmp_path / "t", per_class={"train": 8, "test": 4})
-    np.save(root / "train" / "delta.npy", np.full((4, 16, 16, 3), 8, np.int8))  # class-wise, at 16 px
-    argv = ["train", "--data", str(root), "--loader", "fallback", "--max-steps", "2", "--batch-size", "8", "--epochs", "1", "--quiet"]
-    assert main(argv + ["--image-size", "16", "--out", str(tmp_path / "run")]) == 0
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["poisoned"] is True
-    assert "delta: expected int8 (K=4 or N=32, 24, 24, 3) at the image size 24" in one_line_error(capsys, argv + ["--image-size", "24"])
-    np.save(root / "train" / "delta.npy", np.zeros((5, 16, 16, 3), np.int8))
-    assert "delta.npy: expected int8 (K=4 or N=32, S, S, 3)" in one_line_error(capsys, argv + ["--image-size", "16"])
+    split = scan(root / "train")
+    delta = np.random.default_rng(3).integers(-100, 101, (4 if per == "class" else 32, 16, 16, 3)).astype(np.int8)
+    write_folder_poison(tmp_path / "p", delta, split, 16, {"attack": "test", "params": {}})
+    assert sorted(os.listdir(root / "train")) == ["ant", "bee", "cat", "dog"]  # nothing written into the tree
+    clean, poisoned = first_batch(root, kind), first_batch(root, kind, poison=str(tmp_path / "p"))
+    order = folder_loader(kind, split, batch_size=8, image_size=16, seed=0).plan(0).views[0].idx
+    rows = delta[split.labels[order] if per == "class" else order].astype(np.float64)
+    u0, u1 = np.rint(levels(clean)), np.rint(levels(poisoned))
+    np.testing.assert_array_equal(u1, np.clip(u0 + rows, 0, 255))
+    assert (u1 == 0).any() or (u1 == 255).any()
+
+
+def test_poison_directory_mismatches_are_refused(tmp_path, capsys):
+    root = synthesize(tmp_path / "t", per_class={"train": 8, "test": 4})
+    split = scan(root / "train")
+    write_folder_poison(tmp_path / "cw", np.full((4, 16, 16, 3), 8, np.int8), split, 16, {"attack": "test", "params": {}})
+    write_folder_poison(tmp_path / "sw", np.full((32, 16, 16, 3), 8, np.int8), split, 16, {"attack": "test", "params": {}})
+    argv = ["train", "--data", str(root), "--loader", "fallback", "--max-steps", "1", "--batch-size", "8", "--epochs", "1", "--quiet"]
+    assert main(argv + ["--image-size", "16", "--poison", str(tmp_path / "cw"), "--out", str(tmp_path / "run")]) == 0
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["poisoned"] is True and s["config"]["poison"] == str(tmp_path / "cw")
+    assert "made at 16 px, the run reads 24 px" in one_line_error(capsys, argv + ["--image-size", "24", "--poison", str(tmp_path / "cw")])
+    assert "expected a directory with delta.npy and meta.json" in one_line_error(capsys, argv + ["--image-size", "16", "--poison", str(root)])
+    (root / "train" / "dog" / "0007.jpg").unlink()
+    assert "made for 32 training images" in one_line_error(capsys, argv + ["--image-size", "16", "--poison", str(tmp_path / "sw")])
+    assert main(argv + ["--image-size", "16", "--poison", str(tmp_path / "cw")]) == 0  # class-wise: only the classes matter
+    (root / "train" / "emu").mkdir()
+    (root / "test" / "emu").mkdir()
+    for split_name in ("train", "test"):
+        Image.new("RGB", (32, 32)).save(root / split_name / "emu" / "0.jpg")
+    assert "made for other classes than" in one_line_error(capsys, argv + ["--image-size", "16", "--poison", str(tmp_path / "cw")])
+    with pytest.raises(fl.DataError, match="output directory exists"):
+        write_folder_poison(tmp_path / "cw", np.zeros((5, 16, 16, 3), np.int8), scan(root / "train"), 16, {})
+
+
+def test_poison_identity_only_when_set():
+    assert "poison" not in TrainConfig().identity() and TrainConfig(poison="p").identity()["poison"] == "p"
 
 
 def test_loader_options_are_for_image_folders_only(tiny_dataset, capsys):
@@ -211,7 +260,7 @@ def test_loader_options_are_for_image_folders_only(tiny_dataset, capsys):
     (root / "test").symlink_to(tiny_dataset)
     (root / "train").symlink_to(tiny_dataset)
     assert main(["train", "--data", str(root), "--image-size", "64", "--max-steps", "1"]) == 2
-    assert "--image-size and --skip-bad apply to ImageFolder trees" in capsys.readouterr().err
+    assert "--image-size, --skip-bad and --poison apply to ImageFolder trees" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- bad input
@@ -262,3 +311,51 @@ def test_class_folder_removed_between_runs(tmp_path, capsys):
         (root / split / "cat").rmdir()
     err = one_line_error(capsys, argv)
     assert "not the data this run started with (classes gone: cat; train images 32 -> 24; test images 16 -> 12" in err
+
+
+# ---------------------------------------------------------------- EM generated on a tree
+
+@pytest.mark.parametrize("attack,rows", [("em-class", 2), ("em", 32)])
+def test_em_on_a_tree_writes_a_poison_directory(tmp_path, capsys, attack, rows):
+    root = synthesize(tmp_path / "t", classes=("ant", "bee"), per_class={"train": 16, "test": 4})
+    argv = ["poison", "--attack", attack, "--data", str(root), "--image-size", "32", "--seed", "1", "--device", "cpu",
+            "--max-rounds", "1", "--train-steps", "2", "--steps", "2", "--batch-size", "16", "--model", "fastnet-small"]
+    for out in ("p", "q"):
+        assert main(argv + ["--out", str(tmp_path / out)]) == 0
+    delta = np.load(tmp_path / "p" / "delta.npy")
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert delta.shape == (rows, 32, 32, 3) and delta.dtype == np.int8 and 0 < np.abs(delta).max() <= 8
+    assert meta["attack"] == attack and meta["image_size"] == 32 and meta["classes"] == ["ant", "bee"] and meta["train"] == 32
+    np.testing.assert_array_equal(delta, np.load(tmp_path / "q" / "delta.npy"))  # deterministic for a seed
+    assert sorted(os.listdir(root / "train")) == ["ant", "bee"]
+    train_argv = ["train", "--data", str(root), "--loader", "fallback", "--image-size", "32", "--poison", str(tmp_path / "p"),
+                  "--max-steps", "2", "--batch-size", "16", "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")]
+    assert main(train_argv) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["poisoned"] is True
+
+
+def test_other_attacks_refuse_trees(tmp_path, capsys):
+    root = synthesize(tmp_path / "t", classes=("ant", "bee"), per_class={"train": 2, "test": 1})
+    err = one_line_error(capsys, ["poison", "--attack", "tap", "--data", str(root), "--out", str(tmp_path / "p")])
+    assert "attack tap reads the canonical format" in err
+
+
+# ---------------------------------------------------------------- SAL on a tree
+
+@pytest.mark.parametrize("kind", ["fallback", "dali"])
+def test_sal_on_a_tree(tmp_path, kind):
+    from pst_fast.metrics.record import SALRecord
+
+    if kind == "dali":
+        dali()
+    root = synthesize(tmp_path / "t", classes=("ant", "bee"), per_class={"train": 16, "test": 4})
+    write_folder_poison(tmp_path / "p", np.full((32, 16, 16, 3), 4, np.int8), scan(root / "train"), 16, {"attack": "test", "params": {}})
+    runs = []
+    for out in ("a", "b"):
+        assert main(["train", "--data", str(root), "--loader", kind, "--image-size", "16", "--poison", str(tmp_path / "p"), "--sal", "fast",
+                     "--sal-args", "rounds=1,subset=12,batch_size=4", "--batch-size", "8", "--epochs", "1", "--quiet",
+                     "--out", str(tmp_path / out)]) == 0
+        runs.append(SALRecord.load(tmp_path / out))
+    a, b = runs
+    assert a.epochs == [0] and a.meta["poisoned"] is True and np.isfinite(a.matrix()).all() and (a.matrix() >= 0).all()
+    assert np.array_equal(a.matrix(), b.matrix())  # the subset, order and views are drawn from the seed

@@ -20,8 +20,10 @@ from .base import AttackSpec, Poison, params_from, save_poison
 ATTACKS: dict[str, AttackSpec] = {
     s.name: s
     for s in [
-        AttackSpec("em", _em.em, _em.EMParams, "linf", "error-minimizing noise, sample-wise (min-min bilevel)", "Huang et al., ICLR 2021"),
-        AttackSpec("em-class", _em.em_class, _em.EMClassParams, "linf", "error-minimizing noise, one δ per class", "Huang et al., ICLR 2021"),
+        AttackSpec("em", _em.em, _em.EMParams, "linf", "error-minimizing noise, sample-wise (min-min bilevel)", "Huang et al., ICLR 2021",
+                   _em.em_tree),
+        AttackSpec("em-class", _em.em_class, _em.EMClassParams, "linf", "error-minimizing noise, one δ per class", "Huang et al., ICLR 2021",
+                   _em.em_class_tree),
         AttackSpec("rem", _rem.rem, _rem.REMParams, "linf", "robust error-minimizing noise (min-min-max vs adversarial training)", "Fu et al., ICLR 2022"),
         AttackSpec("tap", _adv.tap, _adv.TAPParams, "linf", "targeted adversarial poisoning toward (y+1) mod K vs a clean surrogate", "Fowl et al., NeurIPS 2021"),
         AttackSpec("hypo", _adv.hypo, _adv.HYPOParams, "linf", "hypocritical perturbations: PGD descent vs a fixed clean surrogate", "Tao et al., NeurIPS 2021"),
@@ -43,8 +45,12 @@ def get_attack(name: str) -> AttackSpec:
 
 
 def poison(attack: str, data_name: str = "cifar10-mini", out: str | None = None, seed: int = 0, device: str = "cpu",
-           progress: bool = True, **params) -> dict:
-    """Generate ``attack`` on the training split of ``data_name`` and write it to ``out``; returns a summary."""
+           progress: bool = True, image_size: int = 0, **params) -> dict:
+    """Generate ``attack`` on the training split of ``data_name`` and write it to ``out``; returns a summary.
+
+    For an ImageFolder tree (em, em-class) ``out`` is a poison directory (δ at ``image_size`` px, 0 = native) for
+    ``train --data TREE --poison out``, not a dataset.
+    """
     spec = get_attack(attack)
     p = params_from(spec, params)
     if out is None:
@@ -54,7 +60,9 @@ def poison(attack: str, data_name: str = "cifar10-mini", out: str | None = None,
     if Path(out).exists():
         raise PstFastError(f"--out {out}: output directory exists (choose another or remove it)")
     if data.is_image_folder(data_name):
-        raise PstFastError(f"--data {data_name}: an ImageFolder tree; attacks read the canonical format (pst-fast data import {data_name} --out DIR)")
+        return _poison_tree(spec, p, data_name, out, seed, device, progress, image_size)
+    if image_size:
+        raise PstFastError(f"--image-size {image_size}: applies to ImageFolder trees, not to the canonical dataset {data_name}")
     train, test = data.load(data_name, "train"), data.load(data_name, "test")
     if train.images.dtype.name != "uint8":
         raise PstFastError(f"--data {data_name}: images must be uint8, got {train.images.dtype}")
@@ -64,3 +72,24 @@ def poison(attack: str, data_name: str = "cifar10-mini", out: str | None = None,
     result.info["generation_seconds"] = seconds
     save_poison(out, spec, p, seed, train, test, result)
     return {"attack": attack, "out": str(out), "seconds": seconds, "params": dataclasses.asdict(p), **{k: v for k, v in result.info.items() if k in ("rounds", "stopped", "success_rate")}}
+
+
+def _poison_tree(spec: AttackSpec, p, tree: str, out: str, seed: int, device: str, progress: bool, image_size: int) -> dict:
+    """``spec`` on the training split of the ImageFolder ``tree`` at ``image_size`` px, written as a poison directory."""
+    from ..data.folder import scan, split_dir
+    from ..data.folder_poison import write_folder_poison
+
+    if spec.tree is None:
+        raise PstFastError(f"--data {tree}: an ImageFolder tree; attack {spec.name} reads the canonical format (pst-fast data import {tree} --out DIR)")
+    split = scan(split_dir(tree, "train"), progress=progress)
+    size = image_size or split.native_size() or 0
+    if size <= 0:
+        raise PstFastError(f"--data {tree}: images of several sizes; choose an --image-size (the training resolution)")
+    t0 = time.perf_counter()
+    delta, info = spec.tree(split, size, p, seed, device=device, progress=progress)
+    seconds = time.perf_counter() - t0
+    info["generation_seconds"] = seconds
+    meta = {"attack": spec.name, "params": dataclasses.asdict(p), "norm": spec.norm, "budget": spec.budget(p), "seed": seed,
+            "reference": spec.reference, "data": str(tree), "generation": info}
+    write_folder_poison(out, delta, split, size, meta)
+    return {"attack": spec.name, "out": str(out), "seconds": seconds, "params": dataclasses.asdict(p), **{k: v for k, v in info.items() if k in ("rounds", "stopped")}}

@@ -16,7 +16,8 @@ from ..errors import PstFastError
 
 @dataclass
 class AttackSpec:
-    """A registered attack: ``generate(train, params, device, progress) -> Poison`` plus its parameter dataclass."""
+    """A registered attack: ``generate(train, params, device, progress) -> Poison`` plus its parameter dataclass; ``tree``
+    generates δ for an ImageFolder tree when the attack supports one."""
 
     name: str
     generate: Callable
@@ -24,6 +25,7 @@ class AttackSpec:
     norm: str            # 'linf', 'l2', 'l0' (pixels) or 'none' (not an additive bounded perturbation)
     summary: str
     reference: str
+    tree: Callable | None = None  # tree(split, image_size, params, seed, device, progress) -> (int8 δ, info) on an ImageFolder split
 
     def budget(self, params) -> float | None:
         return getattr(params, "eps", None)

@@ -8,16 +8,23 @@ its samples' PGD results, clamped to the ball, as the official universal-perturb
 official class-wise settings: one PGD step per batch, and the sweep and the stop-condition accuracy on a
 fixed seeded 20% subset of the training set (``sweep_portion``). ``max_rounds`` caps the loop (the
 official one can run forever); hitting it is recorded in the poison's meta.
+
+The loop (:func:`min_min`) reads clean batches from a :class:`Source`: the resident canonical split, or an
+ImageFolder split decoded on demand with the evaluation transform at the training resolution, whose
+sample-wise δ stays in host memory as int8 levels (:class:`HostLevels`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..data.folder import FolderSplit
+from ..data.folder_loader import IMAGENET_MEAN, IMAGENET_STD
 from ..data.format import ImageDataset
 from ..errors import PstFastError
 from ..options import opt
@@ -47,21 +54,57 @@ class EMClassParams(EMParams):
     sweep_portion: float = opt(0.2, "fraction of the training set (a fixed seeded subset) swept and evaluated each round (official 0.2)")
 
 
-def _surrogate(train: ImageDataset, p: EMParams, device) -> tuple[Surrogate, torch.optim.Optimizer]:
-    model = create_model(surrogate_name(p.model, device), num_classes=train.num_classes).to(device, memory_format=torch.channels_last)
+@dataclass
+class Source:
+    """The clean training set the min-min loop reads: ``clean(idx)`` -> float (B, C, H, W) in [0, 1] on the device for
+    (B,) int64 device rows ``idx``; ``labels`` (N,) int64 on the device; ``shape`` (C, H, W); ``mean``/``std`` of the surrogate's input."""
+
+    clean: Callable
+    labels: torch.Tensor
+    num_classes: int
+    shape: tuple
+    mean: tuple
+    std: tuple
+
+
+class HostLevels:
+    """Sample-wise δ kept in host memory as int8 pixel levels (N, H, W, C); rows travel as float [0, 1] units (B, C, H, W).
+
+    A row is rounded to whole levels when written back (after its batch's PGD steps, which run in float).
+    """
+
+    def __init__(self, init: np.ndarray, device):
+        self.levels, self.device = init, device
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        rows = torch.from_numpy(self.levels[idx.cpu().numpy()]).to(self.device)
+        return rows.permute(0, 3, 1, 2).float() / 255
+
+    def __setitem__(self, idx: torch.Tensor, d: torch.Tensor) -> None:
+        self.levels[idx.cpu().numpy()] = (d * 255).round_().permute(0, 2, 3, 1).to(torch.int8).cpu().numpy()
+
+
+def _surrogate(source: Source, p: EMParams, device) -> tuple[Surrogate, torch.optim.Optimizer]:
+    model = create_model(surrogate_name(p.model, device), num_classes=source.num_classes).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
-    return Surrogate(model, train.meta["mean"], train.meta["std"], device, compile=p.compile), opt
+    return Surrogate(model, source.mean, source.std, device, compile=p.compile), opt
 
 
-def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", class_wise: bool = False, progress: bool = True) -> Poison:
-    """Generate EM noise for ``train``; returns published uint8 images and the effective int8 δ."""
+def min_min(source: Source, p: EMParams, seed: int, device="cpu", class_wise: bool = False, progress: bool = True,
+            host: bool = False) -> tuple[torch.Tensor | HostLevels, dict]:
+    """The EM loop over ``source``: (δ, info). δ is float (K|N, C, H, W) in [0, 1] units on the device, or with ``host``
+    (sample-wise) a :class:`HostLevels` of int8 (N, H, W, C) levels, |δ| <= round(255 ε)."""
     torch.manual_seed(seed)
     g = torch.Generator(device=device).manual_seed(seed)
-    images = torch.from_numpy(np.array(train.images)).to(device)
-    labels = torch.from_numpy(np.array(train.labels)).to(device)
-    n, (h, w, c), k = len(labels), train.shape, train.num_classes
-    surrogate, opt = _surrogate(train, p, device)
-    delta = (torch.rand((k if class_wise else n, c, h, w), generator=g, device=device) * 2 - 1) * p.eps
+    labels, k, n, (c, h, w) = source.labels, source.num_classes, len(source.labels), source.shape
+    surrogate, opt = _surrogate(source, p, device)
+    if host and not class_wise:  # drawn per block of rows: never the whole float δ at once
+        delta = HostLevels(np.empty((n, h, w, c), np.int8), device)
+        for lo in range(0, n, p.batch_size):
+            rows = torch.arange(lo, min(lo + p.batch_size, n), device=device)
+            delta[rows] = (torch.rand((len(rows), c, h, w), generator=g, device=device) * 2 - 1) * p.eps
+    else:
+        delta = (torch.rand((k if class_wise else n, c, h, w), generator=g, device=device) * 2 - 1) * p.eps
     delta_of = (lambda idx: delta[labels[idx]]) if class_wise else (lambda idx: delta[idx])
     pgd = PGD(steps=p.steps, step_size=p.step_size, eps=p.eps, direction=-1)
     portion = getattr(p, "sweep_portion", 1.0)
@@ -75,7 +118,7 @@ def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", 
         surrogate.model.train()
         for _ in range(p.train_steps):  # M steps on the poisoned data, cycling through a seeded order
             idx = next(batches)
-            x = (gather(images, idx) + delta_of(idx)).clamp_(0, 1)
+            x = (source.clean(idx) + delta_of(idx)).clamp_(0, 1)
             loss = F.cross_entropy(surrogate(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -84,7 +127,7 @@ def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", 
         for start in range(0, len(swept), p.batch_size):  # the sweep, in dataset order as the official loop
             idx = swept[start : start + p.batch_size]
             d = delta_of(idx).clone()
-            perturb(frozen, gather(images, idx), d, labels[idx], pgd)
+            perturb(frozen, source.clean(idx), d, labels[idx], pgd)
             if class_wise:  # each class's δ becomes the mean of its samples' results, clamped to the ball
                 y = labels[idx]
                 sums = torch.zeros_like(delta).index_add_(0, y, d)
@@ -93,17 +136,42 @@ def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", 
                 delta[seen] = (sums[seen] / counts[seen]).clamp_(-p.eps, p.eps)
             else:
                 delta[idx] = d
-        sub = labels[swept]
-        acc = accuracy_on(frozen, images[swept], sub, (lambda i: delta[sub[i]]) if class_wise else (lambda i: delta[swept[i]]))
+        acc = accuracy_on(frozen, lambda i: source.clean(swept[i]), labels[swept], lambda i: delta_of(swept[i]))
         history.append(acc)
         bar.set_postfix(acc=f"{acc:.3f}")
         if acc >= p.stop_acc:
             break
-    clean = np.asarray(train.images)
-    per_sample = delta_of(torch.arange(n, device=device)).permute(0, 2, 3, 1).cpu().numpy()
-    poisoned = quantize(clean, per_sample)
     info = {"surrogate": surrogate_name(p.model, device), "rounds": len(history), "surrogate_acc": history, "stopped": "stop_acc" if history[-1] >= p.stop_acc else "max_rounds"}
+    return delta, info
+
+
+def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", class_wise: bool = False, progress: bool = True) -> Poison:
+    """Generate EM noise for the resident ``train``; returns published uint8 images and the effective int8 δ."""
+    images = torch.from_numpy(np.array(train.images)).to(device)
+    labels = torch.from_numpy(np.array(train.labels)).to(device)
+    h, w, c = train.shape
+    source = Source(lambda idx: gather(images, idx), labels, train.num_classes, (c, h, w), train.meta["mean"], train.meta["std"])
+    delta, info = min_min(source, p, seed, device, class_wise, progress)
+    clean = np.asarray(train.images)
+    per_sample = (delta[labels] if class_wise else delta).permute(0, 2, 3, 1).cpu().numpy()
+    poisoned = quantize(clean, per_sample)
     return Poison(poisoned, effective_delta(clean, poisoned), info)
+
+
+def error_minimizing_tree(split: FolderSplit, image_size: int, p: EMParams, seed: int, device="cpu", class_wise: bool = False,
+                          progress: bool = True) -> tuple[np.ndarray, dict]:
+    """EM noise for an ImageFolder ``split`` read with the evaluation transform (centre crop resized to ``image_size``):
+    (int8 δ (K|N, S, S, 3) in pixel levels, info). Batches are decoded on demand (Pillow threads); sample-wise δ stays on the host."""
+    from ..data.fallback import FallbackLoader
+
+    loader = FallbackLoader(split, p.batch_size, image_size, shuffle=False, augment=False, device=device, mean=(0.0,) * 3, std=(1.0,) * 3)
+    labels = torch.from_numpy(split.labels).to(device)
+    source = Source(lambda idx: loader.batch(idx.cpu().numpy()), labels, split.num_classes, (3, image_size, image_size),
+                    IMAGENET_MEAN, IMAGENET_STD)
+    delta, info = min_min(source, p, seed, device, class_wise, progress, host=True)
+    if class_wise:
+        return (delta * 255).round_().permute(0, 2, 3, 1).to(torch.int8).cpu().numpy(), info
+    return delta.levels, info
 
 
 def em(train, p: EMParams, seed, device="cpu", progress=True) -> Poison:
@@ -112,3 +180,11 @@ def em(train, p: EMParams, seed, device="cpu", progress=True) -> Poison:
 
 def em_class(train, p: EMClassParams, seed, device="cpu", progress=True) -> Poison:
     return error_minimizing(train, p, seed, device, class_wise=True, progress=progress)
+
+
+def em_tree(split, image_size, p: EMParams, seed, device="cpu", progress=True) -> tuple[np.ndarray, dict]:
+    return error_minimizing_tree(split, image_size, p, seed, device, class_wise=False, progress=progress)
+
+
+def em_class_tree(split, image_size, p: EMClassParams, seed, device="cpu", progress=True) -> tuple[np.ndarray, dict]:
+    return error_minimizing_tree(split, image_size, p, seed, device, class_wise=True, progress=progress)

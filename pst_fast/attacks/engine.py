@@ -7,6 +7,7 @@ is the fused :func:`pst_fast.ops.pgd_step_`.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -155,14 +156,16 @@ def perturb(surrogate: Surrogate, x: torch.Tensor, delta: torch.Tensor, target: 
 
 
 @torch.no_grad()
-def accuracy_on(surrogate: Surrogate, images: torch.Tensor, labels: torch.Tensor, delta_of, batch_size: int = 1000) -> float:
-    """Accuracy of ``surrogate`` (pass a ``frozen()`` view) on clamp(x + δ, 0, 1) over the resident dataset, no augmentation.
+def accuracy_on(surrogate: Surrogate, images, labels: torch.Tensor, delta_of, batch_size: int = 1000) -> float:
+    """Accuracy of ``surrogate`` (pass a ``frozen()`` view) on clamp(x + δ, 0, 1) over a dataset, no augmentation.
 
-    ``delta_of(idx)`` returns the (B, C, H, W) perturbation of rows ``idx``.
+    ``images``: the resident uint8 (N, H, W, C) tensor, or ``clean(idx)`` returning the float [0, 1] (B, C, H, W) batch
+    of rows ``idx``; ``delta_of(idx)`` returns the (B, C, H, W) perturbation of rows ``idx``.
     """
+    clean = images if callable(images) else functools.partial(gather, images)
     correct = 0
     for start in range(0, len(labels), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(labels)), device=labels.device)
-        x = (gather(images, idx) + delta_of(idx)).clamp_(0, 1)
+        x = (clean(idx) + delta_of(idx)).clamp_(0, 1)
         correct += int((surrogate(x).argmax(1) == labels[idx]).sum())
     return correct / len(labels)

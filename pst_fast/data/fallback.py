@@ -8,6 +8,7 @@ normalizes on the loader's device. Outputs equal the DALI loader's up to resampl
 from __future__ import annotations
 
 import collections
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
@@ -60,6 +61,13 @@ class FallbackLoader(FolderLoader):
         return augment_op(buf.to(dev, non_blocking=True), every, delta, None if delta is None else every,
                           torch.zeros(n, 2, dtype=torch.int64, device=dev), torch.from_numpy(v.flips).to(dev), 0, scale, bias,
                           torch.float32, self.layout == "channels_last")
+
+    def batch(self, idx: np.ndarray) -> torch.Tensor:
+        """The rows ``idx`` (B,) of the split as one normalized batch with the current epoch's views (random access,
+        any number of rows; the attacks' loader-fed path uses it)."""
+        boxes, flips = self._views(self.epoch)
+        with contextlib.closing(self._decode(Plan(idx, [View(idx, boxes[idx], flips[idx])]))) as xs:
+            return next(xs)
 
     def _decode(self, plan: Plan) -> Iterator[torch.Tensor]:
         scale, bias = normalization(self.mean, self.std, self.device)

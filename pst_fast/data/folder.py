@@ -3,8 +3,8 @@
 ``scan(directory)`` lists one split directory: class folders sorted as strings (a label is the index of its
 class in that list, never the file system's order), images in name order within a class. Every image is
 opened and decoded at reduced scale (Pillow ``draft``: 1/8 for JPEG) on a thread pool, which finds a file
-that cannot be decoded before training starts and records each image's (H, W). An optional ``delta.npy``
-beside the class folders (int8, (K|N, S, S, C)) is a poison that the loaders add in the pipeline.
+that cannot be decoded before training starts and records each image's (H, W). A poison for the tree
+lives apart from it (``--poison DIR``, :mod:`pst_fast.data.folder_poison`).
 
 A directory (not a registered name) is an ImageFolder tree when neither it nor its ``train/``, ``test/`` holds a
 ``meta.json`` or an ``images.npy`` (the canonical format) and its split directory has sub-folders; ``scan``
@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from .embedded import REGISTRY
-from .format import _load_npy
 from .importers import IMAGE_EXTS, SPLITS, _hidden
 from .safe_pickle import brief
 
@@ -33,7 +32,7 @@ class FolderSplit:
     """One split of an ImageFolder tree: ``files`` (N paths), ``labels`` (N,) int64, ``sizes`` (N, 2) int64 (H, W).
 
     ``skipped`` lists the unreadable images left out (paths relative to ``root``); ``delta`` is the optional
-    int8 (K|N, S, S, C) poison of ``root/delta.npy`` (memory-mapped).
+    int8 (K|N, S, S, C) poison the loaders add (from ``--poison DIR``, memory-mapped), ``delta_sha256`` its hash.
     """
 
     root: Path
@@ -43,6 +42,7 @@ class FolderSplit:
     sizes: np.ndarray
     skipped: list[str]
     delta: np.ndarray | None = None
+    delta_sha256: str = ""
 
     def __len__(self) -> int:
         return len(self.files)
@@ -53,18 +53,24 @@ class FolderSplit:
 
     @property
     def is_poisoned(self) -> bool:
-        """True when the split carries a ``delta.npy``; a poison published as image files is not recognizable."""
+        """True when a δ is attached (``--poison``); a poison published as image files is not recognizable."""
         return self.delta is not None
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the file list (relative names, labels, byte sizes) and of delta.npy's size: which files, not which pixels."""
+        """sha256 of the file list (relative names, labels, byte sizes) and of δ's hash: which files, not which pixels."""
         h = hashlib.sha256()
         for f, y in zip(self.files, self.labels.tolist()):
             h.update(f"{os.path.relpath(f, self.root)}:{y}:{os.path.getsize(f)}\n".encode())
         if self.delta is not None:
-            h.update(f"delta:{self.delta.shape}:{os.path.getsize(self.root / 'delta.npy')}".encode())
+            h.update(f"delta:{self.delta.shape}:{self.delta_sha256}".encode())
         return h.hexdigest()
+
+    def subset(self, idx: np.ndarray) -> "FolderSplit":
+        """The rows ``idx`` (sorted int64) as a split of their own; a sample-wise ``delta`` keeps their rows."""
+        sample_wise = self.delta is not None and len(self.delta) == len(self)
+        return dataclasses.replace(self, files=[self.files[i] for i in idx], labels=self.labels[idx], sizes=self.sizes[idx],
+                                   delta=np.asarray(self.delta[idx]) if sample_wise else self.delta)
 
     def native_size(self) -> int | None:
         """The side of the images when all are square and of one size, else None."""
@@ -146,10 +152,6 @@ def scan(directory: str | os.PathLike, on_bad_image: str = "fail", workers: int 
     empty = [classes[k] for k in range(len(classes)) if not (~bad & (labels == k)).any()]
     if empty:
         raise DataError(f"no readable images in {d / empty[0]}")
-    delta = _load_npy(d / "delta.npy", "delta", mmap=True) if (d / "delta.npy").is_file() else None
-    if delta is not None and (delta.ndim != 4 or delta.shape[1] != delta.shape[2] or delta.shape[3] != 3
-                              or delta.shape[0] not in (int((~bad).sum()), len(classes))):
-        raise DataError(f"{d}/delta.npy: expected int8 (K={len(classes)} or N={int((~bad).sum())}, S, S, 3), got {delta.shape}")
     keep = np.flatnonzero(~bad)
     return FolderSplit(d, classes, [files[i] for i in keep], labels[keep], sizes[keep],
-                       [os.path.relpath(files[i], d) for i in np.flatnonzero(bad)], delta)
+                       [os.path.relpath(files[i], d) for i in np.flatnonzero(bad)])

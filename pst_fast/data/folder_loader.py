@@ -77,7 +77,7 @@ class FolderLoader:
 
     ``augment`` picks the training transform (random resized crop + ``flip``) over the evaluation one (centre
     crop); ``shard_id``/``num_shards`` select this worker's part of each epoch; ``delta`` (int8 (K|N, S, S, C),
-    default: the split's delta.npy) is added before the flip and normalization. ``workers``: decoding threads.
+    default: the split's ``delta``, from ``--poison``) is added before the flip and normalization. ``workers``: decoding threads.
     Subclasses implement ``_decode(plan)``: one normalized float tensor per view.
     """
 

@@ -20,6 +20,7 @@ shared input), then the deeper blocks on the stacked 2B batch. The backward reac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import warnings
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.folder import FolderSplit
+from ..data.folder_loader import folder_loader
 from ..data.format import ImageDataset
 from ..data.loader import DeviceLoader
 from ..errors import PstFastError
@@ -95,18 +98,25 @@ def class_balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 class SALData:
     """The passes over the SAL data: ``train_pass(k)`` (SGD batches, last partial batch dropped, as the
-    official loader) and ``eval_pass(k)`` (every image once); each a fresh seeded shuffle and augmentation."""
+    official loader) and ``eval_pass(k)`` (every image once); each a fresh seeded shuffle and augmentation.
 
-    def __init__(self, dataset: ImageDataset, batch_size: int, eval_batch_size: int, seed: int, augment: bool,
+    An ImageFolder split is read by its DALI or fallback loader (``loader_kw['loader']``: auto, dali or fallback)
+    with the evaluation transform (centre crop, no flip) whatever ``augment`` says: only the order is drawn.
+    """
+
+    def __init__(self, dataset: ImageDataset | FolderSplit, batch_size: int, eval_batch_size: int, seed: int, augment: bool,
                  subset: int = 0, **loader_kw):
+        folder = isinstance(dataset, FolderSplit)
         if subset and subset < len(dataset):
             idx = class_balanced_subset(np.asarray(dataset.labels), subset, seed)
-            dataset = ImageDataset(np.asarray(dataset.images[idx]), np.asarray(dataset.labels[idx]), dataset.meta)
+            dataset = dataset.subset(idx) if folder else ImageDataset(np.asarray(dataset.images[idx]), np.asarray(dataset.labels[idx]), dataset.meta)
         if batch_size > len(dataset):
             raise PstFastError(f"SAL batch size {batch_size} is larger than its data ({len(dataset)} images)")
         self.num_images = len(dataset)
-        self._train = DeviceLoader(dataset, batch_size, shuffle=True, drop_last=True, seed=2 * seed, augment=augment, **loader_kw)
-        self._eval = DeviceLoader(dataset, eval_batch_size, shuffle=True, drop_last=False, seed=2 * seed + 1, augment=augment, **loader_kw)
+        make = (functools.partial(folder_loader, loader_kw.pop("loader"), dataset, augment=False) if folder
+                else functools.partial(DeviceLoader, dataset, augment=augment))
+        self._train = make(batch_size=batch_size, shuffle=True, drop_last=True, seed=2 * seed, **loader_kw)
+        self._eval = make(batch_size=eval_batch_size, shuffle=True, drop_last=False, seed=2 * seed + 1, **loader_kw)
 
     def train_pass(self, k: int):
         self._train.set_epoch(k)
@@ -117,12 +127,16 @@ class SALData:
         return iter(self._eval)
 
 
-def make_sal_data(scfg: SALConfig, tcfg, train_ds: ImageDataset, test_ds: ImageDataset, epoch: int, **loader_kw) -> SALData:
+def make_sal_data(scfg: SALConfig, tcfg, train_ds: ImageDataset | FolderSplit, test_ds: ImageDataset | FolderSplit, epoch: int,
+                  **loader_kw) -> SALData:
     """The SAL data of epoch ``epoch`` of a run with training config ``tcfg`` (seeded by its seed and the epoch)."""
     on_train = scfg.data == "train"
+    if isinstance(train_ds, FolderSplit):
+        how = dict(loader=tcfg.loader, image_size=tcfg.image_size or train_ds.native_size() or 0)
+    else:
+        how = dict(crop_pad=tcfg.crop_pad, flip=tcfg.flip)
     return SALData(train_ds if on_train else test_ds, scfg.batch_size or tcfg.batch_size, scfg.eval_batch_size,
-                   seed=tcfg.seed * 100_003 + epoch, augment=on_train, subset=scfg.subset,
-                   crop_pad=tcfg.crop_pad, flip=tcfg.flip, **loader_kw)
+                   seed=tcfg.seed * 100_003 + epoch, augment=on_train, subset=scfg.subset, **how, **loader_kw)
 
 
 @dataclass

@@ -18,6 +18,8 @@ class TrainConfig:
     image_size: int = opt(0, "ImageFolder data: side in pixels of the random resized (train) and centre (test) crops; "
                           "0 = native (square images of one size); must be 0 for canonical datasets")
     skip_bad: bool = opt(False, "ImageFolder data: leave out (and count) unreadable images instead of failing")
+    poison: str = opt("", "ImageFolder data: a poison directory (delta.npy + meta.json, from 'pst-fast poison --data TREE') "
+                      "whose int8 δ the loader adds in the pipeline; empty = clean")
     model: str = opt("fastnet", "model name from the registry ('pst-fast models' lists them)")
     epochs: int = opt(15, "training epochs")
     batch_size: int = opt(128, "training batch size")
@@ -53,7 +55,7 @@ class TrainConfig:
     VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints")
     # options added after runs and sweep cells were first recorded: left out of identity() at their defaults,
     # so the identity of those records stays what it was
-    LATER = ("loader", "image_size", "skip_bad")
+    LATER = ("loader", "image_size", "skip_bad", "poison")
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):

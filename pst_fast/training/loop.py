@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from .. import data
 from ..data.folder import FolderSplit, is_image_folder, scan, split_dir
 from ..data.folder_loader import folder_loader
+from ..data.folder_poison import load_folder_poison
 from ..data.loader import BatchLoader, DeviceLoader
 from ..errors import PstFastError
 from ..models import create_model
@@ -64,8 +65,9 @@ def load_splits(cfg: TrainConfig):
     """The train and test splits of a canonical dataset."""
     if is_image_folder(cfg.data):
         raise PstFastError(f"--data {cfg.data}: an ImageFolder tree; this needs the canonical format (pst-fast data import {cfg.data} --out DIR)")
-    if cfg.loader != "auto" or cfg.image_size or cfg.skip_bad:
-        raise PstFastError(f"--data {cfg.data}: --loader, --image-size and --skip-bad apply to ImageFolder trees, not to a canonical dataset")
+    if cfg.loader != "auto" or cfg.image_size or cfg.skip_bad or cfg.poison:
+        raise PstFastError(f"--data {cfg.data}: --loader, --image-size, --skip-bad and --poison apply to ImageFolder trees, not to a "
+                           "canonical dataset (a canonical poison is itself the --data)")
     train_ds, test_ds = data.load(cfg.data, "train"), data.load(cfg.data, "test")
     if train_ds.classes != test_ds.classes:
         raise PstFastError(f"--data {cfg.data}: train and test splits list different classes")
@@ -73,13 +75,17 @@ def load_splits(cfg: TrainConfig):
 
 
 def folder_splits(cfg: TrainConfig, hooks: Hooks) -> tuple[FolderSplit, FolderSplit]:
-    """The train and test splits of an ImageFolder tree, scanned in place; refuses what needs whole arrays."""
-    needs = "--sal" if cfg.sal else f"--defense {cfg.defense}" if hooks.prepare_train is not None else ""
-    if needs:
-        raise PstFastError(f"{needs}: needs the canonical format, not an ImageFolder tree (pst-fast data import {cfg.data} --out DIR)")
+    """The train and test splits of an ImageFolder tree, scanned in place, ``--poison``'s δ attached to the training split;
+    refuses what needs whole arrays."""
+    if hooks.prepare_train is not None:
+        raise PstFastError(f"--defense {cfg.defense}: needs the canonical format, not an ImageFolder tree (pst-fast data import {cfg.data} --out DIR)")
     train_ds, test_ds = (scan(split_dir(cfg.data, s), "skip" if cfg.skip_bad else "fail", progress=not cfg.quiet) for s in data.SPLITS)
     if train_ds.classes != test_ds.classes:
         raise PstFastError(f"--data {cfg.data}: train/ and test/ hold different class folders")
+    if cfg.poison:
+        size = cfg.image_size or train_ds.native_size() or 0
+        delta, meta = load_folder_poison(cfg.poison, train_ds, size)
+        train_ds = dataclasses.replace(train_ds, delta=delta, delta_sha256=meta["sha256"])
     return train_ds, test_ds
 
 
