@@ -118,6 +118,7 @@ class FolderLoader:
         self.scale, self.ratio, self.crop_fraction = tuple(scale), tuple(ratio), crop_fraction
         self.workers = workers or os.cpu_count() or 1
         self.epoch = 0
+        self._views_of: tuple = (None, None)  # (epoch, its views)
 
     def __len__(self) -> int:
         n = self.hi - self.lo
@@ -135,7 +136,14 @@ class FolderLoader:
         return f"{self.name} ({self.workers} threads)"
 
     def _views(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 4) boxes and (N,) flips of every row of the split for ``epoch``, drawn per chunk of rows."""
+        """(N, 4) boxes and (N,) flips of every row of the split for ``epoch`` (kept for the epoch: the random-access
+        ``batch`` of the attacks asks for them once per batch)."""
+        if self._views_of[0] != epoch:
+            self._views_of = (epoch, self._draw_views(epoch))
+        return self._views_of[1]
+
+    def _draw_views(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes and flips of ``epoch``, drawn per chunk of rows."""
         sizes = self.split.sizes
         if not self.augment:
             return center_boxes(sizes, self.crop_fraction).astype(np.float32), np.zeros(len(sizes), bool)
