@@ -2,7 +2,7 @@
 ``pst_fast.benchmarks``) contributes its headline :class:`~pst_fast.benchmark.Entry` through a ``suite(quick, peaks)``
 function; the scripts also run alone with their detailed tables.
 
-The machine's peaks (float32 matmul GFLOP/s, copy GB/s) are measured first; each entry is pst_fast's rate, its
+The machine's peaks (float32 and bfloat16 matmul GFLOP/s, copy GB/s) are measured first; each entry is pst_fast's rate, its
 same-run baseline, the ratio (refused when the spreads overlap the difference) and the fraction of the peak.
 Scripts whose module sets ``CPU_ONLY = True`` measure on the CPU against the CPU's peaks on every machine.
 """
@@ -59,7 +59,8 @@ def run_suite(quick: bool = False, only: list[str] | None = None, device: str = 
 
 def markdown(peaks: dict, entries: list[Entry], quick: bool) -> str:
     """The table: pst_fast's figure, the same-run baseline, the ratio and the fraction of the measured peak."""
-    head = "; ".join(f"{d}: {p.threads} threads, float32 matmul {p.matmul_gflops:.1f} GFLOP/s, copy {p.copy_gbs:.1f} GB/s"
+    head = "; ".join(f"{d}: {p.threads} threads, matmul float32 {p.matmul_gflops:.1f} / bfloat16 {p.matmul_bf16_gflops:.1f} GFLOP/s, "
+                     f"copy {p.copy_gbs:.1f} GB/s"
                      for d, p in peaks.items())
     lines = [f"pst-fast bench{' --quick' if quick else ''} — peaks measured at the start ({head}). Rates are medians; ± is "
              "(max − min) / median; a ratio is printed only when the spreads are smaller than the difference.", "",

@@ -114,16 +114,19 @@ class Peaks:
 
     device: str
     threads: int
-    matmul_gflops: float  # float32 n x n x n matmul
-    copy_gbs: float       # bytes read + written by a large copy, per second / 1e9
+    matmul_gflops: float       # float32 n x n x n matmul
+    copy_gbs: float            # bytes read + written by a large copy, per second / 1e9
+    matmul_bf16_gflops: float = 0.0  # bfloat16 n x n x n matmul (the peak of bf16-autocast paths)
 
     @classmethod
     def measure(cls, device="cpu") -> "Peaks":
-        return cls(str(device), torch.get_num_threads(), matmul_peak_gflops(device), copy_bandwidth_gbs(device))
+        return cls(str(device), torch.get_num_threads(), matmul_peak_gflops(device), copy_bandwidth_gbs(device),
+                   matmul_peak_gflops(device, dtype=torch.bfloat16))
 
     def fraction(self, kind: str, per_second: float) -> float:
-        """``per_second`` FLOP/s ('matmul') or bytes/s ('copy') as a fraction of the measured peak."""
-        return per_second / 1e9 / (self.matmul_gflops if kind == "matmul" else self.copy_gbs)
+        """``per_second`` FLOP/s ('matmul', 'matmul-bf16') or bytes/s ('copy') as a fraction of the measured peak."""
+        peak = {"matmul": self.matmul_gflops, "matmul-bf16": self.matmul_bf16_gflops, "copy": self.copy_gbs}[kind]
+        return per_second / 1e9 / peak
 
 
 @dataclass

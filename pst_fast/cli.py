@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="the throughput benchmark suite: pst_fast against same-run eager baselines and the machine's peaks",
-                       formatter_class=Formatter, description="Measures the float32 matmul peak and copy bandwidth, then each benchmark "
+                       formatter_class=Formatter, description="Measures the float32 and bfloat16 matmul peaks and the copy bandwidth, then each benchmark "
                        "of benchmarks/ (augment, pgd_step, em_round, train_step_compiled, train_step_frozen_prefix, sal_epoch, loader): "
                        "pst_fast's rate, the eager baseline measured in the same run, the ratio (refused when the spreads overlap the "
                        "difference) and the fraction of the peak.")
