@@ -98,6 +98,12 @@ def test_silent_trigger_is_exactly_standard_training(patch_poison, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_run_shorter_than_one_detector_pass_finishes(patch_poison, tmp_path):
+    """max_steps below check_every: no detector pass, so no trace to plot — the run still ends normally."""
+    s = run(patch_poison, tmp_path, "tiny", defense="pst", defense_args="check_every=20", epochs=1, max_steps=3)
+    assert 0.0 <= s["final_test_acc"] <= 1.0 and json.loads((tmp_path / "tiny" / "pst.json").read_text())["trace"] == []
+
+
 @pytest.mark.parametrize("compiled", [False, True])
 def test_prefix_gradients_match_full_backward(compiled):
     """After a stage switch the trainable blocks get exactly the gradients of a full backward (eager reference)."""

@@ -283,7 +283,8 @@ class StagedTraining:
             self.counters = dict(list(self.counters.items())[-1:]) | {str(state.step): [int(self.correct), int(self.seen)]}
             atomic_write_json(path, {"params": dataclasses.asdict(self.p), "stage": self.index, "events": self.events, "trace": self.trace,
                                      "counters": self.counters})
-            plot_trace(self.trace, self.events, self._file("pst.png"), title=f"PST on {self.cfg.data} ({self.cfg.model})")
+            if self.trace:  # a run shorter than check_every steps has no detector pass to draw
+                plot_trace(self.trace, self.events, self._file("pst.png"), title=f"PST on {self.cfg.data} ({self.cfg.model})")
 
     def hooks(self) -> Hooks:
         return Hooks(loss=self.loss, on_step=[self.on_step], on_epoch_end=[self.on_epoch_end])
