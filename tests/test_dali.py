@@ -334,6 +334,21 @@ def test_em_on_a_tree_writes_a_poison_directory(tmp_path, capsys, attack, rows):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["poisoned"] is True
 
 
+@pytest.mark.parametrize("class_wise", [False, True])
+def test_em_on_a_tree_decoded_once_equals_decoded_per_batch(tmp_path, monkeypatch, class_wise):
+    from pst_fast.attacks.em import EMClassParams, EMParams, error_minimizing_tree
+
+    split = scan(synthesize(tmp_path / "t", classes=("ant", "bee", "cat"), per_class={"train": 12, "test": 1}) / "train")
+    p = (EMClassParams if class_wise else EMParams)(max_rounds=2, train_steps=2, steps=2, batch_size=16, model="fastnet-small")
+    out = {}
+    for budget in ("0", "1"):
+        monkeypatch.setenv("PST_FAST_DECODE_CACHE_GB", budget)
+        out[budget] = error_minimizing_tree(split, 24, p, seed=3, class_wise=class_wise, progress=False)
+    assert out["0"][1]["decoded"].startswith("every batch") and out["1"][1]["decoded"].startswith("once")
+    np.testing.assert_array_equal(out["0"][0], out["1"][0])
+    assert out["0"][1]["surrogate_acc"] == out["1"][1]["surrogate_acc"]
+
+
 def test_other_attacks_refuse_trees(tmp_path, capsys):
     root = synthesize(tmp_path / "t", classes=("ant", "bee"), per_class={"train": 2, "test": 1})
     err = one_line_error(capsys, ["poison", "--attack", "tap", "--data", str(root), "--out", str(tmp_path / "p")])

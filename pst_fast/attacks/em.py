@@ -10,11 +10,12 @@ fixed seeded 20% subset of the training set (``sweep_portion``). ``max_rounds`` 
 official one can run forever); hitting it is recorded in the poison's meta.
 
 The loop (:func:`min_min`) reads clean batches from a :class:`Source`: the resident canonical split, or an
-ImageFolder split decoded on demand with the evaluation transform at the training resolution, whose
-sample-wise δ stays in host memory as int8 levels (:class:`HostLevels`).
+ImageFolder split decoded with the evaluation transform at the training resolution — once, into host memory, when
+it fits (:func:`tree_reader`), else per batch —, whose sample-wise δ stays in host memory as int8 levels (:class:`HostLevels`).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,6 +32,8 @@ from ..options import opt
 from ..models import create_model
 from .base import Poison, effective_delta, quantize
 from .engine import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, surrogate_name
+
+CACHE_CHUNK = 4096  # images decoded per call while filling a tree's decode cache
 
 
 @dataclass
@@ -158,17 +161,50 @@ def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", 
     return Poison(poisoned, effective_delta(clean, poisoned), info)
 
 
+def decode_cache_budget() -> int:
+    """Bytes of host memory a tree's decoded images may take: ``PST_FAST_DECODE_CACHE_GB``, else a quarter of the
+    memory available now."""
+    if gb := os.environ.get("PST_FAST_DECODE_CACHE_GB"):
+        try:
+            return int(float(gb) * 2**30)
+        except ValueError:
+            raise PstFastError(f"PST_FAST_DECODE_CACHE_GB={gb!r}: expected a number of GB") from None
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+
+
+def tree_reader(loader, progress: bool = True) -> tuple[Callable, str]:
+    """``(clean, how)``: ``clean(idx)`` -> float (B, C, S, S) in [0, 1] on the loader's device for (B,) device rows.
+
+    When the split's uint8 images at the loader's size fit :func:`decode_cache_budget`, each is decoded once, into
+    host memory, and batches are gathered from there; otherwise every batch is decoded again.
+    Both give the same values (the loader's ``mean``/``std`` must be 0/1); ``how`` says which was chosen, for the poison's meta."""
+    n, s = len(loader.split), loader.image_size
+    if (size := n * s * s * 3) > (budget := decode_cache_budget()):
+        return (lambda idx: loader.batch(idx.cpu().numpy())), f"every batch ({size / 2**20:,.0f} MiB of images > the decode cache budget, {budget / 2**20:,.0f} MiB)"
+    images = torch.empty((n, s, s, 3), dtype=torch.uint8)
+    for lo in tqdm(range(0, n, CACHE_CHUNK), desc="decode", unit="chunk", disable=not progress):
+        images[lo : lo + CACHE_CHUNK] = loader.pixels(np.arange(lo, min(lo + CACHE_CHUNK, n)))
+    dev = loader.device
+
+    def clean(idx: torch.Tensor) -> torch.Tensor:
+        rows = images[idx.cpu()].to(dev)
+        return gather(rows, torch.arange(len(rows), device=dev))
+    return clean, f"once, into host memory ({size / 2**20:,.0f} MiB)"
+
+
 def error_minimizing_tree(split: FolderSplit, image_size: int, p: EMParams, seed: int, device="cpu", class_wise: bool = False,
                           progress: bool = True) -> tuple[np.ndarray, dict]:
     """EM noise for an ImageFolder ``split`` read with the evaluation transform (centre crop resized to ``image_size``):
-    (int8 δ (K|N, S, S, 3) in pixel levels, info). Batches are decoded on demand (Pillow threads); sample-wise δ stays on the host."""
+    (int8 δ (K|N, S, S, 3) in pixel levels, info). Images are decoded by Pillow threads, once when they fit the decode cache
+    (:func:`tree_reader`); sample-wise δ stays on the host."""
     from ..data.fallback import FallbackLoader
 
     loader = FallbackLoader(split, p.batch_size, image_size, shuffle=False, augment=False, device=device, mean=(0.0,) * 3, std=(1.0,) * 3)
     labels = torch.from_numpy(split.labels).to(device)
-    source = Source(lambda idx: loader.batch(idx.cpu().numpy()), labels, split.num_classes, (3, image_size, image_size),
-                    IMAGENET_MEAN, IMAGENET_STD)
+    clean, decoded = tree_reader(loader, progress)
+    source = Source(clean, labels, split.num_classes, (3, image_size, image_size), IMAGENET_MEAN, IMAGENET_STD)
     delta, info = min_min(source, p, seed, device, class_wise, progress, host=True)
+    info["decoded"] = decoded
     if class_wise:
         return (delta * 255).round_().permute(0, 2, 3, 1).to(torch.int8).cpu().numpy(), info
     return delta.levels, info

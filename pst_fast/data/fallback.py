@@ -62,6 +62,15 @@ class FallbackLoader(FolderLoader):
                           torch.zeros(n, 2, dtype=torch.int64, device=dev), torch.from_numpy(v.flips).to(dev), 0, scale, bias,
                           torch.float32, self.layout == "channels_last")
 
+    def pixels(self, idx: np.ndarray) -> torch.Tensor:
+        """uint8 (B, S, S, 3) host rows ``idx`` with the current epoch's views, before δ, flip and normalization."""
+        boxes, flips = self._views(self.epoch)
+        with ThreadPoolExecutor(self.workers) as pool:
+            _, buf, futures = self._submit(pool, View(idx, boxes[idx], flips[idx]))
+            for f in futures:
+                f.result()
+        return buf
+
     def batch(self, idx: np.ndarray) -> torch.Tensor:
         """The rows ``idx`` (B,) of the split as one normalized batch with the current epoch's views (random access,
         any number of rows; the attacks' loader-fed path uses it)."""
