@@ -71,7 +71,13 @@ def poison(attack: str, data_name: str = "cifar10-mini", out: str | None = None,
     seconds = time.perf_counter() - t0
     result.info["generation_seconds"] = seconds
     save_poison(out, spec, p, seed, train, test, result)
-    return {"attack": attack, "out": str(out), "seconds": seconds, "params": dataclasses.asdict(p), **{k: v for k, v in result.info.items() if k in ("rounds", "stopped", "success_rate")}}
+    return _summary(attack, out, seconds, p, result.info)
+
+
+def _summary(attack: str, out, seconds: float, p, info: dict) -> dict:
+    """What :func:`poison` returns: the attack, its output, wall seconds, parameters and the generation's headline facts."""
+    return {"attack": attack, "out": str(out), "seconds": seconds, "params": dataclasses.asdict(p),
+            **{k: v for k, v in info.items() if k in ("rounds", "stopped", "success_rate")}}
 
 
 def _poison_tree(spec: AttackSpec, p, tree: str, out: str, seed: int, device: str, progress: bool, image_size: int) -> dict:
@@ -92,4 +98,4 @@ def _poison_tree(spec: AttackSpec, p, tree: str, out: str, seed: int, device: st
     meta = {"attack": spec.name, "params": dataclasses.asdict(p), "norm": spec.norm, "budget": spec.budget(p), "seed": seed,
             "reference": spec.reference, "data": str(tree), "generation": info}
     write_folder_poison(out, delta, split, size, meta)
-    return {"attack": spec.name, "out": str(out), "seconds": seconds, "params": dataclasses.asdict(p), **{k: v for k, v in info.items() if k in ("rounds", "stopped")}}
+    return _summary(spec.name, out, seconds, p, info)
