@@ -92,3 +92,22 @@ def test_surrogate_must_be_clean(clean, tmp_path):
     poison("random", str(clean), str(tmp_path / "p"), progress=False)
     with pytest.raises(PstFastError, match="must be trained on clean data"):
         poison("hypo", str(tmp_path / "p"), str(tmp_path / "q"), progress=False, steps=1)
+
+
+@pytest.mark.parametrize("name", ["em", "rem", "hypo"])
+def test_bf16_surrogate_keeps_the_budget(name, clean, tmp_path):
+    """amp=on: the surrogate trains and attacks under bf16 autocast; the poison keeps the budget and differs from float32's."""
+    for amp in ("on", "off"):
+        poison(name, str(clean), str(tmp_path / amp), seed=1, progress=False, amp=amp, **SMALL[name])
+    on, off, c = data.load(tmp_path / "on", "train"), data.load(tmp_path / "off", "train"), data.load(clean, "train")
+    assert on.meta["params"]["amp"] == "on" and not np.array_equal(on.images, off.images)
+    assert np.abs(on.images.astype(np.int32) - c.images.astype(np.int32)).max() / 255.0 <= on.meta["params"]["eps"] + 1e-9
+
+
+def test_amp_parameter_identity_and_choices():
+    from pst_fast.attacks.base import identity, params_from
+
+    spec = ATTACKS["em"]
+    assert "amp" not in identity(params_from(spec, {})) and identity(params_from(spec, {"amp": "on"}))["amp"] == "on"
+    with pytest.raises(PstFastError, match="amp='fast' must be one of auto, on, off"):
+        params_from(spec, {"amp": "fast"})

@@ -32,6 +32,8 @@ def test_example_spec_expands_to_the_documented_grid(capsys):
     assert len(cells) == 3 * 3 * 1 * 2 + 2 and sum(c.reference for c in cells) == 2  # + a clean UD reference per seed
     assert len(poisons) == 3 and all(sum(c.poison is not None and c.poison.id == p for c in cells) == 6 for p in poisons)
     assert [c.id for c in expand(load_spec(EXAMPLE_SPEC))] == [c.id for c in cells]  # content ids are stable
+    # ... across versions too: new attack parameters at their defaults must not rename existing poisons
+    assert {c.attack: c.poison.id for c in cells if c.poison} == {"em": "246a2cd1bd70e5de", "lsp": "d672bc201eb49484", "ops": "af139f3a9efe5434"}
     assert main(["sweep", "init"]) == 0 and "[attacks.em]" in capsys.readouterr().out
     assert main(["sweep", "plan", str(EXAMPLE_SPEC)]) == 0
     assert "poison" in capsys.readouterr().out

@@ -28,6 +28,7 @@ from ..errors import PstFastError
 from ..options import opt
 from ..models import create_model
 from ..training import Hooks, train as train_model
+from ..training.loop import amp_enabled
 from ..training.rundir import load_checkpoint
 from .base import Poison, effective_delta, quantize
 from .engine import PGD, Surrogate, accuracy_on, gather, perturb, surrogate_name
@@ -44,6 +45,7 @@ class HYPOParams:
     surrogate_init: str = opt("", "model.pt of an already trained clean surrogate (skips the training)")
     batch_size: int = opt(512, "images per PGD batch")
     compile: bool = opt(False, "torch.compile the frozen surrogate of the PGD sweeps")
+    amp: str = opt("auto", "bf16 autocast of the surrogate, training and PGD: on, off, or auto (on for CUDA only)", ("auto", "on", "off"))
 
 
 @dataclass
@@ -75,11 +77,11 @@ def clean_surrogate(train: ImageDataset, p, seed: int, device, progress: bool) -
         hooks = Hooks(on_epoch_end=[lambda s: trained.update(model=s.model)])
         summary = train_model(data=str(Path(train.path).parent), model=name, epochs=p.surrogate_epochs, seed=seed,
                               batch_size=min(128, len(train)),
-                              device=str(device), quiet=not progress, hooks=hooks)
+                              device=str(device), amp=p.amp, quiet=not progress, hooks=hooks)
         model = trained["model"]
         info = {"surrogate": name, "surrogate_epochs": p.surrogate_epochs, "surrogate_test_acc": summary["final_test_acc"]}
     model = model.to(device, memory_format=torch.channels_last).eval()
-    return Surrogate(model, train.meta["mean"], train.meta["std"], device, compile=p.compile), info
+    return Surrogate(model, train.meta["mean"], train.meta["std"], device, compile=p.compile, amp=amp_enabled(p.amp, device)), info
 
 
 def craft(train: ImageDataset, p, pgd: PGD, seed: int, device, restarts: int, target_of, progress: bool, desc: str) -> Poison:

@@ -30,6 +30,7 @@ from ..data.format import ImageDataset
 from ..errors import PstFastError
 from ..options import opt
 from ..models import create_model
+from ..training.loop import amp_enabled
 from .base import Poison, effective_delta, quantize
 from .engine import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, surrogate_name
 
@@ -48,6 +49,7 @@ class EMParams:
     compile: bool = opt(False, "torch.compile the frozen surrogate of the sweeps")
     lr: float = opt(0.1, "surrogate SGD (momentum 0.9, weight decay 5e-4, as the official)")
     batch_size: int = opt(512, "images per PGD batch")
+    amp: str = opt("auto", "bf16 autocast of the surrogate, training and PGD: on, off, or auto (on for CUDA only)", ("auto", "on", "off"))
 
 
 @dataclass
@@ -84,13 +86,18 @@ class HostLevels:
         return rows.permute(0, 3, 1, 2).float() / 255
 
     def __setitem__(self, idx: torch.Tensor, d: torch.Tensor) -> None:
-        self.levels[idx.cpu().numpy()] = (d * 255).round_().permute(0, 2, 3, 1).to(torch.int8).cpu().numpy()
+        self.levels[idx.cpu().numpy()] = to_levels(d)
+
+
+def to_levels(d: torch.Tensor) -> np.ndarray:
+    """float δ (B, C, H, W) in [0, 1] units -> int8 pixel levels (B, H, W, C), rounded to the nearest level."""
+    return (d * 255).round_().permute(0, 2, 3, 1).to(torch.int8).cpu().numpy()
 
 
 def _surrogate(source: Source, p: EMParams, device) -> tuple[Surrogate, torch.optim.Optimizer]:
     model = create_model(surrogate_name(p.model, device), num_classes=source.num_classes).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
-    return Surrogate(model, source.mean, source.std, device, compile=p.compile), opt
+    return Surrogate(model, source.mean, source.std, device, compile=p.compile, amp=amp_enabled(p.amp, device)), opt
 
 
 def min_min(source: Source, p: EMParams, seed: int, device="cpu", class_wise: bool = False, progress: bool = True,
@@ -206,7 +213,7 @@ def error_minimizing_tree(split: FolderSplit, image_size: int, p: EMParams, seed
     delta, info = min_min(source, p, seed, device, class_wise, progress, host=True)
     info["decoded"] = decoded
     if class_wise:
-        return (delta * 255).round_().permute(0, 2, 3, 1).to(torch.int8).cpu().numpy(), info
+        return to_levels(delta), info
     return delta.levels, info
 
 

@@ -52,11 +52,13 @@ class Surrogate:
 
     ``frozen()`` gives the fixed-weight view every PGD sweep and accuracy pass uses: BatchNorm folded into
     the convs (eval mode, no parameter gradients), compiled once when ``compile=True`` (later calls only
-    copy the new weights in, so the compiled graph is reused).
+    copy the new weights in, so the compiled graph is reused). ``amp``: the forward (and so its backward) runs
+    under bf16 autocast; logits come back as float32.
     """
 
-    def __init__(self, model: torch.nn.Module, mean, std, device, channels_last: bool = True, compile: bool = False):
-        self.model = model
+    def __init__(self, model: torch.nn.Module, mean, std, device, channels_last: bool = True, compile: bool = False,
+                 amp: bool = False):
+        self.model, self.amp = model, amp
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -65,13 +67,17 @@ class Surrogate:
         self._view: Surrogate | None = None
 
     def __call__(self, x01: torch.Tensor) -> torch.Tensor:
-        return self.model(((x01 - self.mean) / self.std).contiguous(memory_format=self.fmt))
+        x = ((x01 - self.mean) / self.std).contiguous(memory_format=self.fmt)
+        if not self.amp:
+            return self.model(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.model(x).float()
 
     def frozen(self) -> "Surrogate":
         folded = fold_batchnorm(self.model)
         if self._folded is None:
             self._folded = folded
-            view = Surrogate(torch.compile(folded) if self.compile else folded, (), (), "cpu")
+            view = Surrogate(torch.compile(folded) if self.compile else folded, (), (), "cpu", amp=self.amp)
             view.mean, view.std, view.fmt = self.mean, self.std, self.fmt
             self._view = view
         else:

@@ -8,7 +8,6 @@ standard-training cell of their dataset, model and seed — added as a reference
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -64,14 +63,14 @@ def _train_options(spec: Spec, model: str, seed: int, defense: str, params: dict
 def expand(spec: Spec) -> list[Cell]:
     """Every cell of the grid (datasets × attacks × defenses × models × seeds), then the UD references it lacks."""
     from ..attacks import ATTACKS
-    from ..attacks.base import params_from
+    from ..attacks.base import identity, params_from
 
     cells = []
     for dataset in spec.datasets:
         for alias, name, overrides in spec.attacks:
             poison = None
             if name != CLEAN:
-                p = dataclasses.asdict(params_from(ATTACKS[name], overrides))
+                p = identity(params_from(ATTACKS[name], overrides))
                 poison = Poison(dataset, name, tuple(sorted(p.items())), spec.poison_seed)
             for d_alias, d_name, d_params in spec.defenses:
                 for model in spec.models:

@@ -39,9 +39,13 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def amp_enabled(amp: str, device) -> bool:
+    """``--amp`` on, off or auto (on for CUDA only) -> whether bf16 autocast runs on ``device``."""
+    return amp == "on" or (amp == "auto" and torch.device(device).type == "cuda")
+
+
 def autocast(device: torch.device, cfg: TrainConfig):
-    on = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp_enabled(cfg.amp, device) else contextlib.nullcontext()
 
 
 @torch.no_grad()
