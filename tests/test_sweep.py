@@ -67,6 +67,7 @@ def test_alias_runs_one_defense_with_other_parameters():
     (BASE.replace("epochs = 2", "epoch = 2"), r"<spec>:5: \[train\] epoch: unknown training option"),
     (BASE.replace("epochs = 2", 'epochs = "two"'), r"<spec>:5: \[train\] epochs: expected a int, got str"),
     (BASE + "[attacks.em]\nmax_rounds = 2.5\n", r"<spec>:\d+: \[attacks.em\] max_rounds: expected a int"),
+    (BASE + '[attacks.em]\namp = "fast"\n', r"<spec>:\d+: \[attacks.em\] amp: expected one of auto, on, off, got 'fast'"),
     (BASE + "[defenses.pst]\nthaw = 3\n", r"\[defenses.pst\] thaw: unknown parameter"),
     (BASE.replace("seeds = [0]", "seeds = []"), r"\[sweep\] seeds: is empty"),
     (BASE.replace("[attacks.lsp]", ""), r"no \[attacks.NAME\] section"),

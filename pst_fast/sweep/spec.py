@@ -84,13 +84,15 @@ def _typed(path, text, table, key, value, want) -> None:
 
 
 def _params(path, text, table, cls, values: dict) -> dict:
-    """``values`` checked against the dataclass ``cls`` (names and types); returns them."""
+    """``values`` checked against the dataclass ``cls`` (names, types and choices); returns them."""
     fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
     for k, v in values.items():
         if k not in fields:
             _fail(path, text, table, k, f"unknown parameter; expected one of {', '.join(fields) or '(none)'}")
-        default = fields[k].default
+        default, choices = fields[k].default, fields[k].metadata.get("choices")
         _typed(path, text, table, k, v, float if isinstance(default, float) else type(default))
+        if choices and v not in choices:
+            _fail(path, text, table, k, f"expected one of {', '.join(map(str, choices))}, got {v!r}")
     return dict(values)
 
 
