@@ -170,13 +170,18 @@ def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", 
 
 def decode_cache_budget() -> int:
     """Bytes of host memory a tree's decoded images may take: ``PST_FAST_DECODE_CACHE_GB``, else a quarter of the
-    memory available now."""
+    memory available now (of the physical memory where that is unknown; 0 = no cache when neither is)."""
     if gb := os.environ.get("PST_FAST_DECODE_CACHE_GB"):
         try:
             return int(float(gb) * 2**30)
         except ValueError:
             raise PstFastError(f"PST_FAST_DECODE_CACHE_GB={gb!r}: expected a number of GB") from None
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    for pages in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):  # the first is Linux-only
+        try:
+            return os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE") // 4
+        except (ValueError, OSError):
+            continue
+    return 0
 
 
 def tree_reader(loader, progress: bool = True) -> tuple[Callable, str]:
