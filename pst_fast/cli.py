@@ -249,12 +249,28 @@ def cmd_quickstart(args) -> None:
     from .sweep import QUICKSTART_SPEC, expand, intro_text, load_spec
     from .sweep.run import run_sweep
 
-    spec = load_spec(QUICKSTART_SPEC)
+    spec = with_amp(load_spec(QUICKSTART_SPEC), args.amp)
+    suffix = "" if args.amp == "auto" else f"-amp-{args.amp}"
+    args.db, args.out = args.db or f"quickstart{suffix}.db", args.out or f"quickstart{suffix}-report"
     print("pst_fast quickstart: what an unlearnable-examples poison does to training, and what defends against it.")
     print(intro_text(spec, expand(spec)))
-    print(f"Results go to {args.db}; re-running the same command resumes. About 17 minutes on 2 CPU cores.\n")
+    minutes = "13" if args.amp == "on" else "17"
+    print(f"Results go to {args.db}; re-running the same command resumes. About {minutes} minutes on 2 CPU cores.\n")
     run_sweep(spec, args.db, retry_failed=True)
     print_report(args.db, args.out)
+
+
+def with_amp(spec, amp: str):
+    """``spec`` with bf16 autocast ``amp`` (on/off) for its training and its surrogate-based attacks; auto leaves it as it is."""
+    import dataclasses
+
+    from .attacks import ATTACKS
+
+    if amp == "auto":
+        return spec
+    attacks = [(alias, name, ov | {"amp": amp} if name in ATTACKS and "amp" in {f.name for f in dataclasses.fields(ATTACKS[name].params)} else ov)
+               for alias, name, ov in spec.attacks]
+    return dataclasses.replace(spec, train=spec.train | {"amp": amp}, attacks=attacks)
 
 
 def cmd_report(args) -> None:
@@ -382,9 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     qs = sub.add_parser("quickstart", help="the built-in demo sweep: EM and LSP poisons × standard, PST and ISS-JPEG training, with UD",
                         formatter_class=Formatter, description="Runs the built-in spec (pst_fast/sweep/quickstart.toml; 'pst-fast sweep init' "
                         "explains the format) on the embedded cifar10-mini, prints the attack × defense table and writes the report. "
-                        "About 17 minutes on 2 CPU cores; re-running resumes a killed run.")
-    qs.add_argument("--db", default="quickstart.db", help="SQLite results database")
-    qs.add_argument("--out", default="quickstart-report", help="report directory")
+                        "About 17 minutes on 2 CPU cores (13 with --amp on); re-running resumes a killed run.")
+    qs.add_argument("--db", default=None, help="SQLite results database (default: quickstart.db, or quickstart-amp-on.db with --amp on)")
+    qs.add_argument("--out", default=None, help="report directory (default: quickstart-report, or quickstart-amp-on-report)")
+    qs.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
+                    help="bf16 autocast of training and of EM's surrogate: auto keeps the spec (float32 on CPU, bf16 on CUDA); "
+                         "on is 1.3x faster end to end on a CPU with AVX512-BF16 (SAL stays float32) and gives its own database and report")
     qs.set_defaults(func=cmd_quickstart)
 
     rp = sub.add_parser("report", help="tables and plots of a sweep database (Markdown + HTML, or CSV/JSON records)", formatter_class=Formatter,

@@ -39,6 +39,25 @@ def test_example_spec_expands_to_the_documented_grid(capsys):
     assert "poison" in capsys.readouterr().out
 
 
+def test_quickstart_amp_sets_training_and_surrogate_attacks(monkeypatch, tmp_path, capsys):
+    import pst_fast.sweep.run as run_mod
+    from pst_fast.cli import with_amp
+    from pst_fast.sweep import QUICKSTART_SPEC
+
+    spec = load_spec(QUICKSTART_SPEC)
+    assert with_amp(spec, "auto") is spec
+    on = with_amp(spec, "on")
+    assert on.train["amp"] == "on" and dict((a, ov) for a, _, ov in on.attacks) == {"em": {"max_rounds": 5, "amp": "on"}, "lsp": {}}
+    ids = [{c.attack: c.poison.id for c in expand(s) if c.poison} for s in (spec, on)]
+    assert ids[0]["em"] != ids[1]["em"] and ids[0]["lsp"] == ids[1]["lsp"]  # a bf16 EM poison; LSP has no surrogate
+    seen = {}
+    monkeypatch.setattr(run_mod, "run_sweep", lambda s, db, **kw: seen.update(spec=s, db=db))
+    monkeypatch.setattr("pst_fast.cli.print_report", lambda db, out: seen.update(out=out))
+    monkeypatch.chdir(tmp_path)
+    assert main(["quickstart", "--amp", "on"]) == 0
+    assert seen["db"] == "quickstart-amp-on.db" and seen["out"] == "quickstart-amp-on-report" and seen["spec"].train["amp"] == "on"
+
+
 def test_ud_adds_the_clean_reference_once():
     spec = parse_spec(BASE.replace("seeds = [0]", 'seeds = [0]\nmetrics = ["accuracy", "ud"]'))
     cells = expand(spec)
