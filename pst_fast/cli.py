@@ -268,8 +268,8 @@ def with_amp(spec, amp: str):
 
     if amp == "auto":
         return spec
-    attacks = [(alias, name, ov | {"amp": amp} if name in ATTACKS and "amp" in {f.name for f in dataclasses.fields(ATTACKS[name].params)} else ov)
-               for alias, name, ov in spec.attacks]
+    takes_amp = {name for name, attack in ATTACKS.items() if hasattr(attack.params, "amp")}
+    attacks = [(alias, name, ov | {"amp": amp} if name in takes_amp else ov) for alias, name, ov in spec.attacks]
     return dataclasses.replace(spec, train=spec.train | {"amp": amp}, attacks=attacks)
 
 

@@ -5,10 +5,18 @@ from dataclasses import field
 from .errors import PstFastError
 
 
-def opt(default, help: str, choices=None, const=None):
+def opt(default, help: str, choices=None, const=None, later: bool = False):
     """A dataclass field with ``default``, a ``help`` line for ``--help``, optional ``choices``, and an optional
-    ``const``: the value of the bare flag (``--sal`` alone means ``--sal fast``)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "const": const})
+    ``const``: the value of the bare flag (``--sal`` alone means ``--sal fast``). ``later``: added after records (runs,
+    sweep cells, poisons) were first named by their options — see :func:`identity`."""
+    return field(default=default, metadata={"help": help, "choices": choices, "const": const, "later": later})
+
+
+def identity(obj, leave_out=()) -> dict:
+    """The fields of the dataclass ``obj`` that name what it computes: all but ``leave_out``, and a ``later`` field only
+    when it differs from its default, so that records named before it existed keep their names."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+            if f.name not in leave_out and not (f.metadata.get("later") and getattr(obj, f.name) == f.default)}
 
 
 def parse_kv_args(text: str, cls, flag: str = "--defense-args"):

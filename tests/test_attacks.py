@@ -105,7 +105,8 @@ def test_bf16_surrogate_keeps_the_budget(name, clean, tmp_path):
 
 
 def test_amp_parameter_identity_and_choices():
-    from pst_fast.attacks.base import identity, params_from
+    from pst_fast.attacks.base import params_from
+    from pst_fast.options import identity
 
     spec = ATTACKS["em"]
     assert "amp" not in identity(params_from(spec, {})) and identity(params_from(spec, {"amp": "on"}))["amp"] == "on"

@@ -28,10 +28,9 @@ from ..errors import PstFastError
 from ..options import opt
 from ..models import create_model
 from ..training import Hooks, train as train_model
-from ..training.loop import amp_enabled
 from ..training.rundir import load_checkpoint
 from .base import Poison, effective_delta, quantize
-from .engine import PGD, Surrogate, accuracy_on, gather, perturb, surrogate_name
+from .engine import PGD, Surrogate, accuracy_on, gather, perturb, surrogate_amp, surrogate_name
 
 
 @dataclass
@@ -45,7 +44,7 @@ class HYPOParams:
     surrogate_init: str = opt("", "model.pt of an already trained clean surrogate (skips the training)")
     batch_size: int = opt(512, "images per PGD batch")
     compile: bool = opt(False, "torch.compile the frozen surrogate of the PGD sweeps")
-    amp: str = opt("auto", "bf16 autocast of the surrogate, training and PGD: on, off, or auto (on for CUDA only)", ("auto", "on", "off"))
+    amp: str = surrogate_amp()
 
 
 @dataclass
@@ -81,7 +80,7 @@ def clean_surrogate(train: ImageDataset, p, seed: int, device, progress: bool) -
         model = trained["model"]
         info = {"surrogate": name, "surrogate_epochs": p.surrogate_epochs, "surrogate_test_acc": summary["final_test_acc"]}
     model = model.to(device, memory_format=torch.channels_last).eval()
-    return Surrogate(model, train.meta["mean"], train.meta["std"], device, compile=p.compile, amp=amp_enabled(p.amp, device)), info
+    return Surrogate(model, train.meta["mean"], train.meta["std"], device, compile=p.compile, amp=p.amp), info
 
 
 def craft(train: ImageDataset, p, pgd: PGD, seed: int, device, restarts: int, target_of, progress: bool, desc: str) -> Poison:

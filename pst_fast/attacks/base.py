@@ -52,16 +52,6 @@ def effective_delta(clean_u8: np.ndarray, poisoned_u8: np.ndarray) -> np.ndarray
     return d.astype(np.int8) if d.min() >= -128 and d.max() <= 127 else None
 
 
-# parameters added after sweeps first named poisons by their parameters: left out of a poison's identity at their
-# default, so that those poisons keep their names (at the default they generate what they did before on CPU)
-LATER = {"amp": "auto"}
-
-
-def identity(params) -> dict:
-    """The parameters that name a poison: every field of ``params``, but :data:`LATER` ones at their default."""
-    return {k: v for k, v in dataclasses.asdict(params).items() if not (k in LATER and v == LATER[k])}
-
-
 def params_from(spec: AttackSpec, overrides: dict):
     """The attack's parameter dataclass with ``overrides`` applied; unknown names and wrong types are refused."""
     fields = {f.name: f for f in dataclasses.fields(spec.params)}

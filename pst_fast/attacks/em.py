@@ -30,9 +30,8 @@ from ..data.format import ImageDataset
 from ..errors import PstFastError
 from ..options import opt
 from ..models import create_model
-from ..training.loop import amp_enabled
 from .base import Poison, effective_delta, quantize
-from .engine import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, surrogate_name
+from .engine import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, surrogate_amp, surrogate_name
 
 CACHE_CHUNK = 4096  # images decoded per call while filling a tree's decode cache
 
@@ -49,7 +48,7 @@ class EMParams:
     compile: bool = opt(False, "torch.compile the frozen surrogate of the sweeps")
     lr: float = opt(0.1, "surrogate SGD (momentum 0.9, weight decay 5e-4, as the official)")
     batch_size: int = opt(512, "images per PGD batch")
-    amp: str = opt("auto", "bf16 autocast of the surrogate, training and PGD: on, off, or auto (on for CUDA only)", ("auto", "on", "off"))
+    amp: str = surrogate_amp()
 
 
 @dataclass
@@ -97,7 +96,7 @@ def to_levels(d: torch.Tensor) -> np.ndarray:
 def _surrogate(source: Source, p: EMParams, device) -> tuple[Surrogate, torch.optim.Optimizer]:
     model = create_model(surrogate_name(p.model, device), num_classes=source.num_classes).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
-    return Surrogate(model, source.mean, source.std, device, compile=p.compile, amp=amp_enabled(p.amp, device)), opt
+    return Surrogate(model, source.mean, source.std, device, compile=p.compile, amp=p.amp), opt
 
 
 def min_min(source: Source, p: EMParams, seed: int, device="cpu", class_wise: bool = False, progress: bool = True,

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from ..models.fold import fold_batchnorm
 from ..ops.augment import augment_batch
 from ..ops.pgd import pgd_step_
+from ..options import opt
+from ..training.loop import amp_enabled
 
 
 @dataclass
@@ -52,13 +54,13 @@ class Surrogate:
 
     ``frozen()`` gives the fixed-weight view every PGD sweep and accuracy pass uses: BatchNorm folded into
     the convs (eval mode, no parameter gradients), compiled once when ``compile=True`` (later calls only
-    copy the new weights in, so the compiled graph is reused). ``amp``: the forward (and so its backward) runs
-    under bf16 autocast; logits come back as float32.
+    copy the new weights in, so the compiled graph is reused). ``amp`` (on, off, auto: on for CUDA): the forward
+    (and so its backward) runs under bf16 autocast; logits come back as float32.
     """
 
     def __init__(self, model: torch.nn.Module, mean, std, device, channels_last: bool = True, compile: bool = False,
-                 amp: bool = False):
-        self.model, self.amp = model, amp
+                 amp: str = "off"):
+        self.model, self.amp = model, amp_enabled(amp, device)
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -77,14 +79,20 @@ class Surrogate:
         folded = fold_batchnorm(self.model)
         if self._folded is None:
             self._folded = folded
-            view = Surrogate(torch.compile(folded) if self.compile else folded, (), (), "cpu", amp=self.amp)
-            view.mean, view.std, view.fmt = self.mean, self.std, self.fmt
+            view = Surrogate(torch.compile(folded) if self.compile else folded, (), (), "cpu")
+            view.mean, view.std, view.fmt, view.amp = self.mean, self.std, self.fmt, self.amp
             self._view = view
         else:
             with torch.no_grad():
                 for dst, src in zip(self._folded.state_dict().values(), folded.state_dict().values()):
                     dst.copy_(src)
         return self._view
+
+
+def surrogate_amp():
+    """The ``amp`` parameter of the attacks that train or query a surrogate (a later field: see :func:`pst_fast.options.identity`)."""
+    return opt("auto", "bf16 autocast of the surrogate, training and PGD: on, off, or auto (on for CUDA only)", ("auto", "on", "off"),
+               later=True)
 
 
 def surrogate_name(name: str, device) -> str:

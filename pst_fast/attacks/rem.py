@@ -28,10 +28,9 @@ from tqdm.auto import tqdm
 from ..data.format import ImageDataset
 from ..options import opt
 from ..models import create_model
-from ..training.loop import amp_enabled
 from ..ops.pgd import pgd_step_
 from .base import Poison, effective_delta, quantize
-from .engine import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, random_crop_flip, surrogate_name
+from .engine import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, random_crop_flip, surrogate_amp, surrogate_name
 
 
 @dataclass
@@ -50,7 +49,7 @@ class REMParams:
     batch_size: int = opt(128, "images per PGD batch")
     model: str = opt("auto", "auto = resnet18 on CUDA, fastnet-small on CPU")
     compile: bool = opt(False, "torch.compile the frozen surrogate of the PGD sweeps")
-    amp: str = opt("auto", "bf16 autocast of the surrogate, training and PGD: on, off, or auto (on for CUDA only)", ("auto", "on", "off"))
+    amp: str = surrogate_amp()
 
 
 def robust_min(frozen: Surrogate, x: torch.Tensor, y: torch.Tensor, p: REMParams, g: torch.Generator) -> torch.Tensor:
@@ -80,7 +79,7 @@ def rem(train: ImageDataset, p: REMParams, seed: int, device="cpu", progress=Tru
     name = surrogate_name(p.model, device)
     model = create_model(name, num_classes=train.num_classes).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
-    surrogate = Surrogate(model, train.meta["mean"], train.meta["std"], device, compile=p.compile, amp=amp_enabled(p.amp, device))
+    surrogate = Surrogate(model, train.meta["mean"], train.meta["std"], device, compile=p.compile, amp=p.amp)
     attack = PGD(steps=p.adv_steps, step_size=p.adv_step_size, eps=p.adv_eps, direction=1, random_start=True)
     delta = torch.zeros((n, c, h, w), device=device)
     batches = cycle_batches(n, p.batch_size, g, device)

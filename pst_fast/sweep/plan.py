@@ -63,7 +63,8 @@ def _train_options(spec: Spec, model: str, seed: int, defense: str, params: dict
 def expand(spec: Spec) -> list[Cell]:
     """Every cell of the grid (datasets × attacks × defenses × models × seeds), then the UD references it lacks."""
     from ..attacks import ATTACKS
-    from ..attacks.base import identity, params_from
+    from ..attacks.base import params_from
+    from ..options import identity
 
     cells = []
     for dataset in spec.datasets:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, fields
 
 from ..errors import PstFastError
-from ..options import opt
+from ..options import identity, opt
 
 
 @dataclass
@@ -14,12 +14,12 @@ class TrainConfig:
     data: str = opt("cifar10-mini", "dataset: a registered name, a directory with train/ and test/ (poisons too), or an "
                     "ImageFolder tree DIR/{train,test}/<class>/<image> read in place")
     loader: str = opt("auto", "ImageFolder data: dali, fallback (Pillow threads) or auto (dali when nvidia.dali imports)",
-                      ("auto", "dali", "fallback"))
+                      ("auto", "dali", "fallback"), later=True)
     image_size: int = opt(0, "ImageFolder data: side in pixels of the random resized (train) and centre (test) crops; "
-                          "0 = native (square images of one size); must be 0 for canonical datasets")
-    skip_bad: bool = opt(False, "ImageFolder data: leave out (and count) unreadable images instead of failing")
+                          "0 = native (square images of one size); must be 0 for canonical datasets", later=True)
+    skip_bad: bool = opt(False, "ImageFolder data: leave out (and count) unreadable images instead of failing", later=True)
     poison: str = opt("", "ImageFolder data: a poison directory (delta.npy + meta.json, from 'pst-fast poison --data TREE') "
-                      "whose int8 δ the loader adds in the pipeline; empty = clean")
+                      "whose int8 δ the loader adds in the pipeline; empty = clean", later=True)
     model: str = opt("fastnet", "model name from the registry ('pst-fast models' lists them)")
     epochs: int = opt(15, "training epochs")
     batch_size: int = opt(128, "training batch size")
@@ -54,9 +54,6 @@ class TrainConfig:
 
     # options that do not change what a run computes (a resumed run may change them)
     VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints")
-    # options added after runs and sweep cells were first recorded: left out of identity() at their defaults,
-    # so the identity of those records stays what it was
-    LATER = ("loader", "image_size", "skip_bad", "poison")
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
@@ -86,8 +83,7 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The options that determine the computation (compared when a run directory is reused)."""
-        defaults = {f.name: f.default for f in fields(self)}
-        return {k: v for k, v in self.to_dict().items() if k not in self.VOLATILE and not (k in self.LATER and v == defaults[k])}
+        return identity(self, self.VOLATILE)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
