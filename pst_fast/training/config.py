@@ -20,6 +20,9 @@ class TrainConfig:
     skip_bad: bool = opt(False, "ImageFolder data: leave out (and count) unreadable images instead of failing", later=True)
     poison: str = opt("", "ImageFolder data: a poison directory (delta.npy + meta.json, from 'pst-fast poison --data TREE') "
                       "whose int8 δ the loader adds in the pipeline; empty = clean", later=True)
+    val_split: int = opt(0, "hold out this many class-balanced training images (the same ones for every run) and evaluate on "
+                         "their clean versions instead of the test split: for choosing defaults; 0 = train on all, evaluate on test",
+                         later=True)
     model: str = opt("fastnet", "model name from the registry ('pst-fast models' lists them)")
     epochs: int = opt(15, "training epochs")
     batch_size: int = opt(128, "training batch size")
@@ -64,8 +67,8 @@ class TrainConfig:
                 raise PstFastError(f"--{name.replace('_', '-')}={getattr(self, name)}: expected a value >= 0")
         if self.label_smoothing >= 1:
             raise PstFastError(f"--label-smoothing={self.label_smoothing}: expected a value in [0, 1)")
-        if self.max_steps < 0 or self.crop_pad < 0 or self.image_size < 0:
-            raise PstFastError("--max-steps, --crop-pad and --image-size must be >= 0")
+        if self.max_steps < 0 or self.crop_pad < 0 or self.image_size < 0 or self.val_split < 0:
+            raise PstFastError("--max-steps, --crop-pad, --image-size and --val-split must be >= 0")
         if self.sal_args and not self.sal:
             raise PstFastError(f"--sal-args {self.sal_args!r}: given without --sal")
         if self.sal:
@@ -77,6 +80,11 @@ class TrainConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise PstFastError(f"--{f.name.replace('_', '-')}={getattr(self, f.name)!r}: expected one of {', '.join(choices)}")
         return self
+
+    @property
+    def eval_split(self) -> str:
+        """The split evaluated every epoch: 'val' (carved from the training images) with --val-split, else 'test'."""
+        return "val" if self.val_split else "test"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -18,6 +18,7 @@ from ..data.folder import FolderSplit, is_image_folder, scan, split_dir
 from ..data.folder_loader import folder_loader
 from ..data.folder_poison import load_folder_poison
 from ..data.loader import BatchLoader, DeviceLoader
+from ..data.validation import carve
 from ..errors import PstFastError
 from ..models import create_model
 from .config import TrainConfig
@@ -75,12 +76,16 @@ def load_splits(cfg: TrainConfig):
     train_ds, test_ds = data.load(cfg.data, "train"), data.load(cfg.data, "test")
     if train_ds.classes != test_ds.classes:
         raise PstFastError(f"--data {cfg.data}: train and test splits list different classes")
+    if cfg.val_split:
+        return carve(train_ds, cfg.val_split)
     return train_ds, test_ds
 
 
 def folder_splits(cfg: TrainConfig, hooks: Hooks) -> tuple[FolderSplit, FolderSplit]:
     """The train and test splits of an ImageFolder tree, scanned in place, ``--poison``'s δ attached to the training split;
     refuses what needs whole arrays."""
+    if cfg.val_split:
+        raise PstFastError(f"--val-split {cfg.val_split}: carves from a canonical dataset, not an ImageFolder tree (pst-fast data import {cfg.data} --out DIR)")
     if hooks.prepare_train is not None:
         raise PstFastError(f"--defense {cfg.defense}: needs the canonical format, not an ImageFolder tree (pst-fast data import {cfg.data} --out DIR)")
     train_ds, test_ds = (scan(split_dir(cfg.data, s), "skip" if cfg.skip_bad else "fail", progress=not cfg.quiet) for s in data.SPLITS)
@@ -172,6 +177,7 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
 
         hooks.on_epoch_end.append(SALRecorder(parse_sal_config(cfg.sal, cfg.sal_args), cfg, train_ds, test_ds, run.path, start_epoch, **norm))
     history = run.metrics()
+    ev = cfg.eval_split
     train_seconds = sum(l["epoch_seconds"] for l in history)
     t_run = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
@@ -217,7 +223,7 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
                 "train_acc": correct.item() / seen, "epoch_seconds": epoch_seconds, "images_per_second": seen / epoch_seconds}
         last = epoch == cfg.epochs - 1 or (cfg.max_steps and state.step >= cfg.max_steps)
         if (epoch + 1) % cfg.eval_every == 0 or last:
-            line["test_loss"], line["test_acc"] = evaluate(fwd, test_loader, amp)
+            line[f"{ev}_loss"], line[f"{ev}_acc"] = evaluate(fwd, test_loader, amp)
         state.log = line
         for h in hooks.on_epoch_end:
             h(state)
@@ -227,17 +233,17 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         if run.path is not None:
             plot_curves(history, run.file("curves.png"), title=f"{cfg.model} on {cfg.data} ({cfg.defense})")
         if not cfg.quiet:
-            test = f"  test acc {line['test_acc']:.4f}" if "test_acc" in line else ""
+            test = f"  {ev} acc {line[f'{ev}_acc']:.4f}" if f"{ev}_acc" in line else ""
             tqdm.write(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {line['train_loss']:.4f}  train acc {line['train_acc']:.4f}{test}  {line['images_per_second']:.0f} img/s")
         if last or state.stop:
             break
-    evaluated = [l for l in history if "test_acc" in l]
+    evaluated = [l for l in history if f"{ev}_acc" in l]
     if not evaluated:
         raise PstFastError("no evaluation happened: nothing to summarize")
-    peak = max(evaluated, key=lambda l: l["test_acc"])
+    peak = max(evaluated, key=lambda l: l[f"{ev}_acc"])
     summary = {
-        "final_test_acc": evaluated[-1]["test_acc"],
-        "peak_test_acc": peak["test_acc"],
+        f"final_{ev}_acc": evaluated[-1][f"{ev}_acc"],
+        f"peak_{ev}_acc": peak[f"{ev}_acc"],
         "peak_epoch": peak["epoch"],
         "epochs": len(history),
         "steps": state.step,

@@ -13,12 +13,13 @@ def plot_curves(lines: list[dict], path: str | Path, title: str = "") -> None:
     ep = [l["epoch"] + 1 for l in lines]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     a1.plot(ep, [l["train_loss"] for l in lines], "o-", ms=3, label="train loss")
-    if any("test_loss" in l for l in lines):
-        a1.plot([e for e, l in zip(ep, lines) if "test_loss" in l], [l["test_loss"] for l in lines if "test_loss" in l], "s-", ms=3, label="test loss (clean)")
+    ev = "val" if any("val_acc" in l for l in lines) else "test"
+    if any(f"{ev}_loss" in l for l in lines):
+        a1.plot([e for e, l in zip(ep, lines) if f"{ev}_loss" in l], [l[f"{ev}_loss"] for l in lines if f"{ev}_loss" in l], "s-", ms=3, label=f"{ev} loss (clean)")
     a1.set_xlabel("epoch"), a1.set_ylabel("loss"), a1.legend(), a1.grid(alpha=0.3)
     a2.plot(ep, [100 * l["train_acc"] for l in lines], "o-", ms=3, label="train acc")
-    tl = [(e, l["test_acc"]) for e, l in zip(ep, lines) if "test_acc" in l]
-    a2.plot([e for e, _ in tl], [100 * a for _, a in tl], "s-", ms=3, label="test acc (clean)")
+    tl = [(e, l[f"{ev}_acc"]) for e, l in zip(ep, lines) if f"{ev}_acc" in l]
+    a2.plot([e for e, _ in tl], [100 * a for _, a in tl], "s-", ms=3, label=f"{ev} acc (clean)")
     for e, l in zip(ep, lines):
         for ev in l.get("events", []):
             a2.axvline(e, color="gray", ls=":", lw=1)
