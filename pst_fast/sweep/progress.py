@@ -1,13 +1,13 @@
 """What each running job of a sweep is doing, shown under the sweep's job bar.
 
 A job (a poison or a cell) runs in a worker process (local pool or Ray) with its progress bars on and its
-``sys.stderr``/``sys.stdout`` replaced by :class:`ProgressSink`s (:func:`reporting`): the status line of the
-innermost tqdm bar (EM: ``round 3/5 … acc=0.812``; training: ``epoch 2/8 … loss, acc``; SAL rounds) and every
-``tqdm.write`` line (training: one per epoch with the test accuracy) go to the job's small progress file
-(``WORKDIR/progress/JOB.json``, rewritten atomically at most every ``INTERVAL`` seconds); any other text goes on
-to the real stream. The sweep process polls those files (:class:`JobLines`): on a terminal, one line per running
-job under the job bar (tqdm positions); otherwise plain lines (each new epoch line, and a job's status at most
-every ``PLAIN_EVERY`` seconds).
+``sys.stderr``/``sys.stdout`` replaced by :class:`ProgressSink`s (:func:`reporting`): the status line of the bar
+drawn last (EM: ``em: 60%|… 3/5 [… acc=0.812]``, its rounds and surrogate accuracy; training: ``epoch 2/8: …
+loss, acc``; SAL rounds) and every ``tqdm.write`` line (training: one per epoch with the test accuracy) go to the
+job's small progress file (``WORKDIR/progress/JOB.json``, rewritten atomically at most every ``INTERVAL``
+seconds); any other text goes on to the real stream. The sweep process polls those files (:class:`JobLines`): on
+a terminal, one line under the job bar per job a worker has started (tqdm positions); otherwise plain lines (each
+new epoch line, and a job's status at most every ``PLAIN_EVERY`` seconds).
 """
 from __future__ import annotations
 
@@ -88,6 +88,7 @@ def reporting(path: str | None):
         yield False
         return
     job = JobProgress(path)
+    job.set_status("started")  # the sweep shows a job from the moment a worker takes it
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = ProgressSink(job, out, bars=False), ProgressSink(job, err, bars=True)
     try:
@@ -111,12 +112,7 @@ class JobLines:
             return None
         path = self.dir / f"{key}.json"
         path.unlink(missing_ok=True)  # left by a killed sweep
-        job = {"name": name, "path": path, "printed": 0, "status": "", "said": time.monotonic(), "bar": None}
-        if self.live:
-            from tqdm.auto import tqdm
-
-            job["bar"] = tqdm(total=0, bar_format="{desc}", leave=False, desc=f"  {name}: starting")
-        self.jobs[key] = job
+        self.jobs[key] = {"name": name, "path": path, "printed": 0, "status": "", "said": time.monotonic(), "bar": None}
         return str(path)
 
     def poll(self) -> None:
@@ -126,12 +122,16 @@ class JobLines:
     def _show(self, job: dict) -> None:
         try:
             doc = json.loads(job["path"].read_text())
-        except (OSError, ValueError):  # not written yet
+        except (OSError, ValueError):  # waiting for a worker
             return
         lines, status = doc.get("lines", []), doc.get("status", "")
         if self.live:
-            text = f"  {job['name']}: {status or (lines[-1] if lines else 'starting')}"
-            job["bar"].set_description_str(text[: shutil.get_terminal_size().columns - 1])
+            from tqdm.auto import tqdm
+
+            text = f"  {job['name']}: {status or (lines[-1] if lines else '')}"[: shutil.get_terminal_size().columns - 1]
+            if job["bar"] is None:
+                job["bar"] = tqdm(total=0, bar_format="{desc}", leave=False, desc=text)
+            job["bar"].set_description_str(text)
             return
         for line in lines[job["printed"]:]:
             self.say(f"  {job['name']}: {line}")

@@ -1,7 +1,7 @@
 """The report of a sweep as a static site: open ``report.html`` from disk (no server, no network, no CDN).
 
     report.html        the attack × defense table (mean ± sample standard deviation over seeds), sortable by any
-                       column and filterable by dataset, attack, model and defense (report.js, our own ~50 lines),
+                       column and filterable by dataset, attack, model and defense (report.js, our own 42 lines),
                        each entry linking to its cell page; the summary, the grid heatmap and the learning curves
     cells/NAME.html    one page per entry of the table: every seed's status and numbers, the training
                        configuration, the poison (its parameters, generation facts and a clean | poisoned |
