@@ -14,40 +14,20 @@ from types import SimpleNamespace
 
 import pytest
 from cdp import Browser, find_chromium
-from conftest import write_noise_dataset
+from test_sweep import tiny_spec
 
 from pst_fast.cli import main
-
-SPEC = """
-[sweep]
-datasets = ["{data}"]
-models = ["fastnet-small"]
-seeds = [0, 1]
-metrics = ["accuracy", "ud"]
-ud_defenses = ["standard"]
-sal_args = "subset=64,rounds=1"
-[train]
-epochs = 2
-batch_size = 32
-warmup_epochs = 0.5
-[attacks.random]
-[defenses.standard]
-[defenses.pst]
-check_every = 1
-trigger = "train-acc:0.0"
-[resources]
-workers = 2
-"""
-
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """random noise × standard (with SAL) and PST (a transition at its first detector pass) × seeds 0 and 1, plus the
-    clean UD references: 6 cells of 2 epochs on 64 images, run as a user runs it (stdout not a terminal), with a live
+    clean UD references: 6 cells of 2 epochs on 96 images, run as a user runs it (stdout not a terminal), with a live
     TensorBoard export; then its report."""
     root = tmp_path_factory.mktemp("report")
-    spec = root / "spec.toml"
-    spec.write_text(SPEC.format(data=write_noise_dataset(root / "noise", 64, 32)))
+    spec = tiny_spec(root / "noise", root)  # test_sweep's, made a two-seed grid of one poison × standard and PST
+    spec.write_text(spec.read_text().replace("[attacks.clean]\n", "").replace('models = ["fastnet-small"]', 'models = ["fastnet-small"]\nseeds = [0, 1]')
+                    .replace('"ud"]', '"ud"]\nud_defenses = ["standard"]\nsal_args = "subset=64,rounds=1"')
+                    .replace("[defenses.cutout]", '[defenses.pst]\ncheck_every = 1\ntrigger = "train-acc:0.0"'))
     db, tb, site = root / "r.db", root / "tb", root / "site"
     run = subprocess.run([sys.executable, "-m", "pst_fast.cli", "sweep", "run", str(spec), "--db", str(db), "--tensorboard", str(tb)],
                          capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"})
@@ -83,6 +63,8 @@ def test_site_has_a_page_per_table_entry_with_every_picture(sweep):
     std, pst, ref = text["random×standard"], text["random×pst"], text["clean×standard"]
     assert "UD = Σλ / Σλ<sub>reference</sub>" in std and "λ reference" in std and "sal-seed1.png" in std and "../poisons/" in std
     assert "clean × standard</a>" in std  # links its reference's page
+    uds = [r["ud"] for r in rows if r["attack"] == "random" and r["defense"] == "standard"]
+    assert len(uds) == 2 and all(f"<b>{ud:.3f}</b>" in std for ud in uds)  # recomputed against the reference the sweep used
     assert "this cell itself" in ref and "<h2>Poison</h2>" not in ref
     assert "PST: detectors and transitions" in pst and "pst-seed0.png" in pst and "<td>hold</td>" in pst and "freeze" in pst
     assert "mean ± sd (n = 2)" in pst

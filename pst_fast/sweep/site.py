@@ -52,14 +52,16 @@ def _json(path: Path) -> dict | None:
         return None
 
 
+def is_clean(r: dict) -> bool:
+    """Whether a record trains on clean data: its id is the content hash of its dataset and options (a poison's id otherwise)."""
+    return content_id({"kind": "cell", "data": r["dataset"], "train": r["config"]}) == r["id"]
+
+
 def references(recs: list[dict]) -> dict[str, dict | None]:
     """{cell id: the record UD compares it with} for every record that measures SAL, found by the plan's own rule
-    (:func:`.plan.reference_of`) on cells rebuilt from the records (a cell is clean when its id hashes with its dataset)."""
-    cells = []
-    for r in recs:
-        clean = content_id({"kind": "cell", "data": r["dataset"], "train": r["config"]}) == r["id"]
-        cells.append(Cell(r["dataset"], r["attack"], r["defense"], r["model"], r["seed"], None if clean else Poison(r["dataset"], r["attack"], (), 0),
-                          tuple(sorted(r["config"].items())), r["reference"]))
+    (:func:`.plan.reference_of`) on cells rebuilt from the records."""
+    cells = [Cell(r["dataset"], r["attack"], r["defense"], r["model"], r["seed"], None if is_clean(r) else Poison(r["dataset"], r["attack"], (), 0),
+                  tuple(sorted(r["config"].items())), r["reference"]) for r in recs]
     out = {}
     for c, r in zip(cells, recs):
         if r["config"].get("sal"):
@@ -230,7 +232,7 @@ class CellPages:
 
         path = next((p for p in map(self._run_data, runs) if p and p != runs[0]["dataset"]), None)
         if path is None:
-            return "" if runs[0]["attack"] == "clean" else "<h2>Poison</h2><p class='note'>Not generated yet.</p>"
+            return "" if is_clean(runs[0]) else "<h2>Poison</h2><p class='note'>Not generated yet.</p>"
         try:
             ds = data.load(path, "train", verify=False)
         except PstFastError as err:
