@@ -279,7 +279,8 @@ def cmd_report(args) -> None:
         from .sweep.report import export_tensorboard
 
         runs = export_tensorboard(args.db, args.tensorboard)
-        print(f"TensorBoard: {len(runs)} runs in {args.tensorboard} (tensorboard --logdir {args.tensorboard})", file=sys.stderr if args.format != "html" else sys.stdout)
+        note = sys.stdout if args.format == "html" else sys.stderr  # csv and json own stdout
+        print(f"TensorBoard: {len(runs)} runs in {args.tensorboard} (tensorboard --logdir {args.tensorboard})", file=note)
 
 
 def attack_parser(name: str) -> argparse.ArgumentParser:

@@ -149,7 +149,7 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
             out = str(root / "runs" / c.id)
             store.cell_queued(c.id, out)
             data = str(root / "poisons" / c.poison.id) if c.poison else c.dataset
-            tb = str(Path(tensorboard) / tensorboard_name(c.dataset, c.attack, c.defense, c.model, c.seed, c.reference)) if tensorboard else ""
+            tb = str(Path(tensorboard).resolve() / tensorboard_name(c.dataset, c.attack, c.defense, c.model, c.seed, c.reference)) if tensorboard else ""
             jobs[pool.submit(_train_cell, c.config(), data, out, device, running.start(c.id, _name(c)), tb)] = ("cell", c)
 
         reused = set()
