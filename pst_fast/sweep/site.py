@@ -10,7 +10,8 @@
                        trace with its transitions (from the run's pst.json, read generically)
     cells/NAME/*.png   the pictures of a cell page; poisons/ID.png the previews (one per poison)
 
-Pictures of finished cells are redrawn only when the database says a cell changed after the picture was written.
+Pictures of finished cells are redrawn only when the database says a cell changed after the picture was written (or
+the drawing code did).
 Every file goes through :mod:`pst_fast.io`'s atomic writes.
 """
 from __future__ import annotations
@@ -40,9 +41,13 @@ def _slug(row: tuple, defense: str) -> str:
 
 
 def _fresh(path: Path, rs: list[dict]) -> bool:
-    """``path`` exists and was written after every record in ``rs`` last changed (all of them finished)."""
+    """``path`` exists and was written after every record in ``rs`` last changed (all of them finished) and after the
+    code that draws it."""
+    from ..metrics import plot
+
+    code = max(Path(__file__).stat().st_mtime, Path(plot.__file__).stat().st_mtime)
     return path.is_file() and all(r["status"] in ("done", "failed") and r["updated"] for r in rs) \
-        and path.stat().st_mtime >= max(r["updated"] for r in rs)
+        and path.stat().st_mtime >= max([code] + [r["updated"] for r in rs])
 
 
 def _json(path: Path) -> dict | None:
@@ -81,6 +86,7 @@ def curves_figure(runs: list[tuple[int, list[dict]]], path: Path) -> Path:
             ax.plot(*zip(*test), "o-", ms=3, color=f"C{j}", label=f"seed {seed}: clean test")
         ax.plot([l["epoch"] + 1 for l in lines], [100 * l["train_acc"] for l in lines], "--", color=f"C{j}", alpha=0.6, label=f"seed {seed}: train")
     ax.set_xlabel("epoch"), ax.set_ylabel("accuracy (%)"), ax.set_ylim(0, 100), ax.grid(alpha=0.3), ax.legend(fontsize=7, ncol=2)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     return save_png(fig, path)
 
 
@@ -108,7 +114,7 @@ def trace_figure(trace: list[dict], events: list[dict], path: Path, title: str) 
                 ax.axvline(ev["epoch"], color="gray", ls=":", lw=1)
                 ax.annotate(str(ev.get("stage", "")), (ev["epoch"], 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7, color="gray")
         ax.set_title(fam, fontsize=9), ax.set_xlabel("epoch"), ax.grid(alpha=0.3), ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, y=1.03)
     return save_png(fig, path)
 
 
@@ -126,8 +132,8 @@ def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     return f"<table{f' class={cls!r}' if cls else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _img(src: str, alt: str, cls: str = "") -> str:
-    return f"<p><img src='{e(src)}' alt='{e(alt)}'{f' class={cls!r}' if cls else ''}></p>"
+def _img(src: str, alt: str) -> str:
+    return f"<p><img src='{e(src)}' alt='{e(alt)}'></p>"
 
 
 def _pct(v) -> str:
@@ -248,7 +254,7 @@ class CellPages:
         rows += [[e(f"generation: {k}"), e(json.dumps(v))] for k, v in sorted(gen.items())]
         return (f"<h2>Poison</h2><p>{e(str(meta.get('attack')))} ({e(str(meta.get('reference', '')))}), norm {e(str(meta.get('norm')))}, "
                 f"seed {e(str(meta.get('seed')))}: <code>{e(path)}</code></p>" + _table(["parameter", "value"], rows, "kv")
-                + _img(f"../poisons/{pic.name}", "clean, poisoned and amplified delta", "preview")
+                + _img(f"../poisons/{pic.name}", "clean, poisoned and amplified delta")
                 + "<p class='note'>Rows: training images spread over the classes; columns: clean, poisoned, δ amplified ×15 around grey.</p>")
 
     def _curves(self, runs: list[dict], pics: Path, name: str) -> str:
@@ -284,7 +290,7 @@ class CellPages:
                 same = ref["id"] == r["id"]
                 recs = [rec] if same else [SALRecord.load(ref["run_dir"]), rec]
                 if not _fresh(pic, [r, ref]):
-                    plot_sal_grid(recs, ([] if same else [f"reference: {ref['attack']} × {ref['defense']}"]) + [f"this cell, seed {r['seed']}"],
+                    plot_sal_grid(recs, ([] if same else [f"reference: {ref['attack']} × {ref['defense']}, seed {ref['seed']}"]) + [f"this cell, seed {r['seed']}"],
                                   pic, beta=rep["beta"])
             except PstFastError as err:
                 parts.append(head + f"<p class='failed'>{e(str(err))}</p>")
