@@ -21,26 +21,23 @@ from .store import Store
 FIELDS = ("dataset", "attack", "defense", "model", "seed", "status", "final_test_acc", "peak_test_acc", "ud")
 
 
-def _epochs_so_far(run_dir: str | None) -> int:
-    """Finished epochs of an unfinished cell, read from its run directory (0 when it has not started)."""
+def _run_dir_lines(run_dir: str | None) -> list[dict]:
+    """The metrics.jsonl lines of a run directory so far ([] when the cell has not started)."""
     f = Path(run_dir) / "metrics.jsonl" if run_dir else None
-    return sum(1 for line in f.open() if line.strip()) if f and f.is_file() else 0
+    return [json.loads(l) for l in f.read_text().splitlines() if l.strip()] if f and f.is_file() else []
 
 
 def records(store: Store) -> list[dict]:
     """One record per cell (UD references included), in plan order; unfinished cells carry their progress."""
     return [{k: r[k] for k in FIELDS} | {k: r[k] for k in ("id", "error", "run_dir", "lp", "seconds", "updated")} |
             {"reference": bool(r["reference"]), "config": json.loads(r["config"]), "epochs": json.loads(r["config"])["epochs"],
-                                         "epochs_done": 0 if r["status"] in ("done", "failed") else _epochs_so_far(r["run_dir"])}
+             "epochs_done": 0 if r["status"] in ("done", "failed") else len(_run_dir_lines(r["run_dir"]))}
             for r in store.cells()]
 
 
 def run_lines(store: Store, r: dict) -> list[dict]:
     """Per-epoch metrics of a record: from the database when done, else from its run directory so far."""
-    if r["status"] == "done":
-        return store.epochs(r["id"])
-    f = Path(r["run_dir"]) / "metrics.jsonl" if r["run_dir"] else None
-    return [json.loads(l) for l in f.read_text().splitlines() if l.strip()] if f and f.is_file() else []
+    return store.epochs(r["id"]) if r["status"] == "done" else _run_dir_lines(r["run_dir"])
 
 
 def as_csv(recs: list[dict]) -> str:
