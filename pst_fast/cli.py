@@ -111,19 +111,10 @@ def cmd_data_info(args) -> None:
 
 
 def cmd_data_show(args) -> None:
-    import numpy as np
-
     from . import data
-    from .data.grid import save_poison_grid, save_grid
+    from .data.grid import save_preview
 
-    ds = data.load(args.data, args.split, verify=False)
-    rows = np.linspace(0, len(ds) - 1, min(args.n, len(ds))).round().astype(np.int64)  # spread over all classes
-    if ds.delta is not None and ds.delta.shape[0] == len(ds):
-        poisoned = np.asarray(ds.images[rows])
-        clean = (poisoned.astype(np.int16) - ds.delta[rows]).astype(np.uint8)
-        save_poison_grid(clean, poisoned, args.out, len(rows))
-    else:
-        save_grid(np.asarray(ds.images[rows]), args.out, labels=ds.labels[rows], class_names=ds.classes)
+    save_preview(data.load(args.data, args.split, verify=False), args.out, args.n)
     print(args.out)
 
 
@@ -223,7 +214,7 @@ def cmd_sweep_run(args) -> None:
     spec = load_spec(args.spec)
     print(intro_text(spec, expand(spec)))
     store = run_sweep(spec, args.db, workdir=args.workdir, workers=args.workers, retry_failed=args.retry_failed,
-                      executor=args.executor, address=args.address)
+                      executor=args.executor, address=args.address, tensorboard=args.tensorboard)
     rows = store.cells()
     pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
     print(f"{'attack':<12} {'defense':<12} {'model':<10} {'seed':>4} {'status':<8} {'final':>6} {'peak':>6} {'UD':>6}")
@@ -282,8 +273,14 @@ def cmd_report(args) -> None:
         raise PstFastError(f"{args.db}: no such results database (written by 'pst-fast sweep run --db')")
     if args.format in ("csv", "json"):
         sys.stdout.write(dumps(args.db, args.format))
-        return
-    print_report(args.db, args.out)
+    else:
+        print_report(args.db, args.out)
+    if args.tensorboard:
+        from .sweep.report import export_tensorboard
+
+        runs = export_tensorboard(args.db, args.tensorboard)
+        note = sys.stdout if args.format == "html" else sys.stderr  # csv and json own stdout
+        print(f"TensorBoard: {len(runs)} runs in {args.tensorboard} (tensorboard --logdir {args.tensorboard})", file=note)
 
 
 def attack_parser(name: str) -> argparse.ArgumentParser:
@@ -393,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--retry-failed", action="store_true", help="also rerun cells that failed before")
     sr.add_argument("--executor", default="local", choices=["local", "ray"], help="local worker processes, or tasks on a Ray cluster")
     sr.add_argument("--address", default=None, help="Ray cluster address: auto or HOST:PORT (default: start a local Ray instance)")
+    sr.add_argument("--tensorboard", default=None, metavar="DIR", help="also write TensorBoard event files of every cell trained "
+                    "now, live, to DIR/DATASET/ATTACK/DEFENSE/MODEL/seedN ('pst-fast report DB --tensorboard DIR' exports finished ones)")
     sr.set_defaults(func=cmd_sweep_run)
 
     qs = sub.add_parser("quickstart", help="the built-in demo sweep: EM and LSP poisons × standard, PST and ISS-JPEG training, with UD",
@@ -406,12 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "on is 1.3x faster end to end on a CPU with AVX512-BF16 (SAL stays float32) and gives its own database and report")
     qs.set_defaults(func=cmd_quickstart)
 
-    rp = sub.add_parser("report", help="tables and plots of a sweep database (Markdown + HTML, or CSV/JSON records)", formatter_class=Formatter,
-                        description="Writes report.md, report.html, grid.png (attack × defense heatmap) and curves.png to --out; "
-                        "with --format csv|json prints one record per cell instead. Unfinished cells are marked.")
+    rp = sub.add_parser("report", help="tables and plots of a sweep database (a static HTML site + Markdown, or CSV/JSON records)",
+                        formatter_class=Formatter,
+                        description="Writes a static site to --out (open report.html from disk: the attack × defense table, "
+                        "sortable and filterable, each entry linking to its cell's page with curves, SAL and UD, PST's detector "
+                        "trace and the poison's preview), plus report.md, grid.png and curves.png; with --format csv|json prints "
+                        "one record per cell instead. Unfinished cells are marked.")
     rp.add_argument("db", help="SQLite results database of 'pst-fast sweep run'")
     rp.add_argument("--out", default="report", help="directory of the report")
-    rp.add_argument("--format", default="html", choices=["html", "csv", "json"], help="html: the Markdown + HTML page; csv/json: records on stdout")
+    rp.add_argument("--format", default="html", choices=["html", "csv", "json"], help="html: the site and report.md; csv/json: records on stdout")
+    rp.add_argument("--tensorboard", default=None, metavar="DIR", help="also export every cell's per-epoch metrics as TensorBoard "
+                    "event files to DIR/DATASET/ATTACK/DEFENSE/MODEL/seedN (tensorboard --logdir DIR)")
     rp.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="the throughput benchmark suite: pst_fast against same-run eager baselines and the machine's peaks",

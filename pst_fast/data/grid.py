@@ -106,6 +106,17 @@ def save_poison_grid(clean, poisoned, path, n: int = 8, amplify: float = 15.0, s
     return _save(_render(triples, 3, scale, header=["clean", "poisoned", f"delta x{amplify:g}"]), path)
 
 
+def save_preview(ds: ImageDataset, path, n: int = 16) -> Path:
+    """``n`` images of ``ds`` spread over the split (so over every class): a poison with per-sample δ as
+    clean | poisoned | amplified δ rows (:func:`save_poison_grid`), anything else as a captioned grid."""
+    rows = np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(np.int64)
+    if ds.delta is not None and ds.delta.shape[0] == len(ds):
+        poisoned = np.asarray(ds.images[rows])
+        clean = (poisoned.astype(np.int16) - ds.delta[rows]).astype(np.uint8)
+        return save_poison_grid(clean, poisoned, path, len(rows))
+    return save_grid(np.asarray(ds.images[rows]), path, labels=ds.labels[rows], class_names=ds.classes)
+
+
 def _floats(v) -> str:
     return " ".join(f"{a:.4f}" for a in v)
 

@@ -15,6 +15,8 @@ from tqdm.auto import tqdm
 
 from ..errors import PstFastError
 from .plan import Cell, expand, reference_of
+from .progress import JobLines, reporting
+from .report import tensorboard_name
 from .spec import Spec
 from .store import Store
 
@@ -48,21 +50,24 @@ def local_gpus(device: str) -> tuple[str, ...]:
     return tuple(visible.split(",")) if visible else tuple(str(i) for i in range(torch.cuda.device_count()))
 
 
-def _make_poison(attack: str, dataset: str, params: dict, seed: int, out: str, device: str) -> float:
+def _make_poison(attack: str, dataset: str, params: dict, seed: int, out: str, device: str, progress_file: str | None = None) -> float:
     from ..attacks import poison
     from ..training.loop import resolve_device
 
     if not Path(out).is_dir():  # a finished poison is a complete directory (written by rename)
-        poison(attack, dataset, out, seed=seed, device=str(resolve_device(device)), progress=False, **params)
+        with reporting(progress_file) as shown:
+            poison(attack, dataset, out, seed=seed, device=str(resolve_device(device)), progress=shown, **params)
     return time.time()
 
 
-def _train_cell(config: dict, data: str, out: str, device: str) -> tuple[dict, list[dict]]:
+def _train_cell(config: dict, data: str, out: str, device: str, progress_file: str | None = None,
+                tensorboard: str = "") -> tuple[dict, list[dict]]:
     from ..training import TrainConfig, train
     from ..training.rundir import RunDir
 
-    cfg = TrainConfig(**config | {"data": data, "out": out, "device": device, "quiet": True})
-    summary = train(cfg)
+    with reporting(progress_file) as shown:
+        cfg = TrainConfig(**config | {"data": data, "out": out, "device": device, "quiet": not shown, "tensorboard": tensorboard})
+        summary = train(cfg)
     return summary, RunDir(out, cfg).metrics()
 
 
@@ -106,9 +111,12 @@ def _error(e: BaseException) -> str:
 
 
 def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, workers: int | None = None,
-              retry_failed: bool = False, progress: bool = True, executor: str = "local", address: str | None = None) -> Store:
+              retry_failed: bool = False, progress: bool = True, executor: str = "local", address: str | None = None,
+              tensorboard: str | None = None) -> Store:
     """Run every unfinished cell of ``spec``; artifacts live under ``workdir`` (default: DB name + '-runs').
-    ``executor``: 'local' (a pool of worker processes) or 'ray' (tasks on the Ray cluster at ``address``)."""
+    ``executor``: 'local' (a pool of worker processes) or 'ray' (tasks on the Ray cluster at ``address``).
+    ``progress``: the job bar and each running job's progress under it (plain lines when stderr is not a terminal).
+    ``tensorboard``: a directory where every cell trained now writes its TensorBoard events (one subdirectory per cell)."""
     store = Store(db)
     cells = expand(spec)
     store.add_cells(cells)
@@ -123,6 +131,7 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
     bar = tqdm(total=len(poisons) + len(todo), desc=f"sweep {spec.name}", unit="job", disable=not progress)
     failed_poisons: dict[str, str] = {}
     say = bar.write if progress else (lambda text: None)
+    running = JobLines(root, live=sys.stderr.isatty(), say=say, enabled=progress)
     if executor == "ray":
         pool = RayPool(address, threads, spec.resources.get("gpus_per_cell", 0.0))
     elif executor == "local":
@@ -140,7 +149,8 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
             out = str(root / "runs" / c.id)
             store.cell_queued(c.id, out)
             data = str(root / "poisons" / c.poison.id) if c.poison else c.dataset
-            jobs[pool.submit(_train_cell, c.config(), data, out, device)] = ("cell", c)
+            tb = str(Path(tensorboard).resolve() / tensorboard_name(c.dataset, c.attack, c.defense, c.model, c.seed, c.reference)) if tensorboard else ""
+            jobs[pool.submit(_train_cell, c.config(), data, out, device, running.start(c.id, _name(c)), tb)] = ("cell", c)
 
         reused = set()
         for pid, p in poisons.items():  # poisons first; a cell starts as soon as its poison is there
@@ -149,15 +159,18 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
                 reused.add(pid)
                 say(f"poison {p.attack} of {p.dataset}: reused ({out})")
             else:
-                jobs[pool.submit(_make_poison, p.attack, p.dataset, dict(p.params), p.seed, str(out), device)] = ("poison", (p, str(out), time.time()))
+                jobs[pool.submit(_make_poison, p.attack, p.dataset, dict(p.params), p.seed, str(out), device,
+                                 running.start(p.id, f"poison {p.attack} of {p.dataset}"))] = ("poison", (p, str(out), time.time()))
         bar.update(len(reused))
         for c in todo:
             if not c.poison or c.poison.id in reused:
                 submit_cell(c)
         while jobs:
-            done, _ = wait(jobs, return_when=FIRST_COMPLETED)
+            done, _ = wait(jobs, timeout=1.0, return_when=FIRST_COMPLETED)
+            running.poll()
             for f in done:
                 kind, what = jobs.pop(f)
+                running.finish(what[0].id if kind == "poison" else what.id)
                 bar.update(1)
                 if kind == "poison":
                     p, out, t0 = what

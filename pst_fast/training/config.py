@@ -53,10 +53,12 @@ class TrainConfig:
     sal: str = opt("", "measure per-layer SAL after epochs (for UD): fast or exact; a bare --sal means fast ('pst-fast sal --help')",
                    ("", "fast", "exact"), const="fast")
     sal_args: str = opt("", "SAL knobs as key=value pairs, e.g. 'rounds=5,subset=2048,every=1' ('pst-fast sal --help' lists them)")
+    tensorboard: str = opt("", "also write TensorBoard event files of every epoch to this directory (scalars: accuracies, "
+                           "losses, per-layer SAL, PST's detector values; text: stage changes); empty = none")
     keep_checkpoints: bool = opt(False, "also keep every epoch's weights as epochs/NNNN.pt (SAL afterwards: 'pst-fast sal RUN')")
 
     # options that do not change what a run computes (a resumed run may change them)
-    VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints")
+    VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints", "tensorboard")
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):

@@ -178,6 +178,10 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         hooks.on_epoch_end.append(SALRecorder(parse_sal_config(cfg.sal, cfg.sal_args), cfg, train_ds, test_ds, run.path, start_epoch, **norm))
     history = run.metrics()
     ev = cfg.eval_split
+    if cfg.tensorboard:  # last, so that it sees the fields the other hooks add to the line
+        from ..tensorboard import TensorBoardLog
+
+        hooks.on_epoch_end.append(TensorBoardLog(cfg.tensorboard, run.path, history))
     train_seconds = sum(l["epoch_seconds"] for l in history)
     t_run = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
