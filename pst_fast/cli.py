@@ -6,6 +6,7 @@ import dataclasses
 import sys
 
 from .errors import PstFastError
+from .text import printable
 
 EPILOG = """examples:
   pst-fast train --data cifar10-mini --model fastnet --out runs/clean
@@ -223,16 +224,24 @@ def cmd_sweep_run(args) -> None:
     spec = load_spec(args.spec)
     print(intro_text(spec, expand(spec)))
     store = run_sweep(spec, args.db, workdir=args.workdir, workers=args.workers, retry_failed=args.retry_failed,
-                      executor=args.executor, address=args.address)
+                      executor=args.executor, address=args.address, wait=args.wait)
     rows = store.cells()
     pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
     print(f"{'attack':<12} {'defense':<12} {'model':<10} {'seed':>4} {'status':<8} {'final':>6} {'peak':>6} {'UD':>6}")
     for r in rows:
         ud = "—" if r["ud"] is None else f"{r['ud']:.2f}"
-        print(f"{r['attack']:<12} {r['defense']:<12} {r['model']:<10} {r['seed']:>4} {r['status']:<8} {pct(r['final_test_acc']):>6} "
-              f"{pct(r['peak_test_acc']):>6} {ud:>6}" + (f"  {r['error']}" if r["error"] else ""))
+        print(printable(f"{r['attack']:<12} {r['defense']:<12} {r['model']:<10} {r['seed']:>4} {r['status']:<8} {pct(r['final_test_acc']):>6} "
+                        f"{pct(r['peak_test_acc']):>6} {ud:>6}" + (f"  {r['error']}" if r["error"] else "")))
     done = sum(r["status"] == "done" for r in rows)
     print(f"{done}/{len(rows)} cells done; results in {args.db}")
+    fail_if_cells_failed(rows, args.db)
+
+
+def fail_if_cells_failed(rows, db: str) -> None:
+    """A sweep with failed cells ends with a non-zero exit (their errors are in the table and in ``db``)."""
+    failed = sum(r["status"] == "failed" for r in rows)
+    if failed:
+        raise PstFastError(f"{failed} of {len(rows)} cells failed (errors above and in {db}); fix the cause and rerun with --retry-failed")
 
 
 def print_report(db: str, out: str) -> None:
@@ -256,8 +265,9 @@ def cmd_quickstart(args) -> None:
     print(intro_text(spec, expand(spec)))
     minutes = "13" if args.amp == "on" else "17"
     print(f"Results go to {args.db}; re-running the same command resumes. About {minutes} minutes on 2 CPU cores.\n")
-    run_sweep(spec, args.db, retry_failed=True)
+    store = run_sweep(spec, args.db, retry_failed=True)
     print_report(args.db, args.out)
+    fail_if_cells_failed(store.cells(), args.db)
 
 
 def with_amp(spec, amp: str):
@@ -393,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--retry-failed", action="store_true", help="also rerun cells that failed before")
     sr.add_argument("--executor", default="local", choices=["local", "ray"], help="local worker processes, or tasks on a Ray cluster")
     sr.add_argument("--address", default=None, help="Ray cluster address: auto or HOST:PORT (default: start a local Ray instance)")
+    sr.add_argument("--wait", action="store_true", help="if another 'sweep run' is using --db, wait for it to finish instead of failing")
     sr.set_defaults(func=cmd_sweep_run)
 
     qs = sub.add_parser("quickstart", help="the built-in demo sweep: EM and LSP poisons × standard, PST and ISS-JPEG training, with UD",
@@ -481,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args, rest) if getattr(args, "takes_rest", False) else args.func(args)
     except PstFastError as e:
-        print(f"pst-fast: error: {e}", file=sys.stderr)
+        print(f"pst-fast: error: {printable(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
