@@ -84,7 +84,11 @@ def cmd_data_import(args) -> None:
 
     splits = import_source(args.src, args.out, name=args.name, workers=args.workers, on_bad_image="skip" if args.skip_bad else "fail")
     for split, ds in splits.items():
-        print(f"{split}: {len(ds)} images {'x'.join(map(str, ds.shape))}, {ds.num_classes} classes -> {ds.path}")
+        print(printable(f"{split}: {len(ds)} images {'x'.join(map(str, ds.shape))}, {ds.num_classes} classes -> {ds.path}"))
+        for key, what in (("skipped", "unreadable images skipped"), ("truncated", "truncated JPEGs imported with libjpeg's grey fill")):
+            if ds.meta.get(key):
+                print(printable(f"warning: {split}: {len(ds.meta[key])} {what} (listed in meta.json '{key}'), e.g. {ds.meta[key][0]}"),
+                      file=sys.stderr)
 
 
 def cmd_data_export(args) -> None:
