@@ -3,7 +3,6 @@ leaves half a file; temporary sibling directories that are renamed into place; e
 the user's umask (``tempfile`` creates 0600 files and 0700 directories); and ``--out`` checked before any work."""
 from __future__ import annotations
 
-import functools
 import json
 import os
 import tempfile
@@ -13,9 +12,8 @@ from typing import Callable
 from .errors import PstFastError
 
 
-@functools.lru_cache(maxsize=None)
 def umask() -> int:
-    """The process's umask, read once (from /proc on Linux, where reading it does not change it for other threads)."""
+    """The process's umask (from /proc on Linux, where reading it does not change it for other threads)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ..errors import DataError
 from ..io import check_out, temp_dir
 from .format import ImageDataset, channel_stats, read_dataset, validate_arrays, write_dataset
-from .limits import check_expansion, check_pixels, expansion, is_regular, read_regular
+from .limits import check_expansion, check_pixels, is_regular, read_regular
 from .safe_pickle import brief, safe_load
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -196,6 +196,16 @@ def _check_size(h: int, w: int, where: str, expect: tuple[int, int] | None) -> N
         raise _OtherSize((h, w))
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from an image file's header, without decoding it."""
+    from PIL import Image
+
+    if (head := jpeg_header(data)) is not None:
+        return head[:2]
+    with Image.open(io.BytesIO(data)) as im:  # reads the header only
+        return im.height, im.width
+
+
 def decode_image(data: bytes, where: str = "image", expect: tuple[int, int] | None = None) -> np.ndarray:
     """The bytes of one image file -> (H, W, 3) uint8 RGB. Before decoding, the size in its header is checked:
     more than :data:`.limits.MAX_IMAGE_PIXELS` pixels raises :class:`DataError` (naming ``where``), and a size other than
@@ -245,10 +255,14 @@ def decode_files(src: Path, split: str, items: list[tuple[str, Path]], workers: 
     wrong: dict[int, tuple] = {}
     expect: list[tuple[int, int] | None] = [None]
 
-    def one(i: int) -> np.ndarray | None:
+    def one(i: int, first: bool = False) -> np.ndarray | None:
         where = f"{src}/{items[i][0]}"
         try:
             data = _content(items[i][1])
+            if first:  # the size of every image: all of them must fit before one is decoded
+                h, w = image_size(data)
+                check_pixels(h, w, where)
+                check_expansion(n * h * w * 3, source_bytes, f"{n} images of {w}x{h}", str(src))
             im = decode_image(data, where, expect[0])
             truncated[i] = jpeg_truncated(data, im)
             return im
@@ -262,11 +276,10 @@ def decode_files(src: Path, split: str, items: list[tuple[str, Path]], workers: 
             return None
 
     first = 0  # the first readable image fixes the size
-    while (im := one(first)) is None:
+    while (im := one(first, first=True)) is None:
         first += 1
         if first == n:
             raise DataError(f"{src}: no readable images in split {split}")
-    check_expansion(n * im.nbytes, source_bytes, f"{n} images of {im.shape[1]}x{im.shape[0]}", str(src))
     expect[0] = im.shape[:2]
     images = np.empty((n, *im.shape), np.uint8)
     images[first] = im

@@ -67,13 +67,17 @@ class RestrictedUnpickler(pickle.Unpickler):
         def call(*args, **kwargs):
             if fn in (bytes, bytearray) and args and isinstance(args[0], int):
                 raise DataError(f"{self.where}: pickle calls {fn.__name__}({args[0]}), which allocates from a number; refused")
+            self._count(sum(len(a) for a in args if hasattr(a, "__len__")))  # what the call will at least copy
             out = fn(*args, **kwargs)
-            self.items += len(out) if hasattr(out, "__len__") else 1
-            if self.items > MAX_PICKLE_ITEMS:
-                raise DataError(f"{self.where}: pickle builds more than {MAX_PICKLE_ITEMS} elements by calls (a memory bomb?); refused")
+            self._count(len(out) if hasattr(out, "__len__") else 1)
             return out
 
         return call
+
+    def _count(self, n: int) -> None:
+        self.items += n
+        if self.items > MAX_PICKLE_ITEMS:
+            raise DataError(f"{self.where}: pickle builds more than {MAX_PICKLE_ITEMS} elements by calls (a memory bomb?); refused")
 
     def _reconstruct(self, subtype, shape, dtype):
         """numpy's ``_reconstruct`` as ``ndarray.__reduce__`` calls it: an empty array whose state (and bytes) come next."""
