@@ -103,8 +103,8 @@ def cmd_data_import_poison(args) -> None:
 
     ds = import_poison(args.src, args.clean, args.out, attack=args.attack, trust_pickle=args.trust_pickle, workers=args.workers)
     delta = "absent (a change does not fit int8)" if ds.delta is None else "per sample"
-    print(f"train: {len(ds)} poisoned images {'x'.join(map(str, ds.shape))} of {args.clean} ({ds.meta['source_kind']}), "
-          f"attack {ds.meta['attack']}, delta.npy {delta} -> {ds.path.parent}")
+    print(printable(f"train: {len(ds)} poisoned images {'x'.join(map(str, ds.shape))} of {args.clean} ({ds.meta['source_kind']}), "
+                    f"attack {ds.meta['attack']}, delta.npy {delta} -> {ds.path.parent}"))
 
 
 def cmd_data_info(args) -> None:

@@ -53,7 +53,8 @@ class RunDir:
         this same run or nothing."""
         if self.path is None:
             return
-        check_out(self.path, new=False)
+        if not self.finished:  # a finished run is only read
+            check_out(self.path, new=False)
         cfg_file = self.file("config.json")
         if cfg_file.is_file():
             try:
