@@ -6,6 +6,7 @@ import dataclasses
 import sys
 
 from .errors import PstFastError
+from .text import printable
 
 EPILOG = """examples:
   pst-fast train --data cifar10-mini --model fastnet --out runs/clean
@@ -83,7 +84,11 @@ def cmd_data_import(args) -> None:
 
     splits = import_source(args.src, args.out, name=args.name, workers=args.workers, on_bad_image="skip" if args.skip_bad else "fail")
     for split, ds in splits.items():
-        print(f"{split}: {len(ds)} images {'x'.join(map(str, ds.shape))}, {ds.num_classes} classes -> {ds.path}")
+        print(printable(f"{split}: {len(ds)} images {'x'.join(map(str, ds.shape))}, {ds.num_classes} classes -> {ds.path}"))
+        for key, what in (("skipped", "unreadable images skipped"), ("truncated", "truncated JPEGs imported with libjpeg's grey fill")):
+            if ds.meta.get(key):
+                print(printable(f"warning: {split}: {len(ds.meta[key])} {what} (listed in meta.json '{key}'), e.g. {ds.meta[key][0]}"),
+                      file=sys.stderr)
 
 
 def cmd_data_export(args) -> None:
@@ -98,8 +103,8 @@ def cmd_data_import_poison(args) -> None:
 
     ds = import_poison(args.src, args.clean, args.out, attack=args.attack, trust_pickle=args.trust_pickle, workers=args.workers)
     delta = "absent (a change does not fit int8)" if ds.delta is None else "per sample"
-    print(f"train: {len(ds)} poisoned images {'x'.join(map(str, ds.shape))} of {args.clean} ({ds.meta['source_kind']}), "
-          f"attack {ds.meta['attack']}, delta.npy {delta} -> {ds.path.parent}")
+    print(printable(f"train: {len(ds)} poisoned images {'x'.join(map(str, ds.shape))} of {args.clean} ({ds.meta['source_kind']}), "
+                    f"attack {ds.meta['attack']}, delta.npy {delta} -> {ds.path.parent}"))
 
 
 def cmd_data_info(args) -> None:
@@ -214,16 +219,24 @@ def cmd_sweep_run(args) -> None:
     spec = load_spec(args.spec)
     print(intro_text(spec, expand(spec)))
     store = run_sweep(spec, args.db, workdir=args.workdir, workers=args.workers, retry_failed=args.retry_failed,
-                      executor=args.executor, address=args.address, tensorboard=args.tensorboard)
+                      executor=args.executor, address=args.address, tensorboard=args.tensorboard, wait=args.wait)
     rows = store.cells()
     pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
     print(f"{'attack':<12} {'defense':<12} {'model':<10} {'seed':>4} {'status':<8} {'final':>6} {'peak':>6} {'UD':>6}")
     for r in rows:
         ud = "—" if r["ud"] is None else f"{r['ud']:.2f}"
-        print(f"{r['attack']:<12} {r['defense']:<12} {r['model']:<10} {r['seed']:>4} {r['status']:<8} {pct(r['final_test_acc']):>6} "
-              f"{pct(r['peak_test_acc']):>6} {ud:>6}" + (f"  {r['error']}" if r["error"] else ""))
+        print(printable(f"{r['attack']:<12} {r['defense']:<12} {r['model']:<10} {r['seed']:>4} {r['status']:<8} {pct(r['final_test_acc']):>6} "
+                        f"{pct(r['peak_test_acc']):>6} {ud:>6}" + (f"  {r['error']}" if r["error"] else "")))
     done = sum(r["status"] == "done" for r in rows)
     print(f"{done}/{len(rows)} cells done; results in {args.db}")
+    fail_if_cells_failed(rows, args.db)
+
+
+def fail_if_cells_failed(rows, db: str) -> None:
+    """A sweep with failed cells ends with a non-zero exit (their errors are in the table and in ``db``)."""
+    failed = sum(r["status"] == "failed" for r in rows)
+    if failed:
+        raise PstFastError(f"{failed} of {len(rows)} cells failed (errors above and in {db}); fix the cause and rerun with --retry-failed")
 
 
 def print_report(db: str, out: str) -> None:
@@ -247,8 +260,9 @@ def cmd_quickstart(args) -> None:
     print(intro_text(spec, expand(spec)))
     minutes = "13" if args.amp == "on" else "17"
     print(f"Results go to {args.db}; re-running the same command resumes. About {minutes} minutes on 2 CPU cores.\n")
-    run_sweep(spec, args.db, retry_failed=True)
+    store = run_sweep(spec, args.db, retry_failed=True)
     print_report(args.db, args.out)
+    fail_if_cells_failed(store.cells(), args.db)
 
 
 def with_amp(spec, amp: str):
@@ -392,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--address", default=None, help="Ray cluster address: auto or HOST:PORT (default: start a local Ray instance)")
     sr.add_argument("--tensorboard", default=None, metavar="DIR", help="also write TensorBoard event files of every cell trained "
                     "now, live, to DIR/DATASET/ATTACK/DEFENSE/MODEL/seedN ('pst-fast report DB --tensorboard DIR' exports finished ones)")
+    sr.add_argument("--wait", action="store_true", help="if another 'sweep run' is using --db, wait for it to finish instead of failing")
     sr.set_defaults(func=cmd_sweep_run)
 
     qs = sub.add_parser("quickstart", help="the built-in demo sweep: EM and LSP poisons × standard, PST and ISS-JPEG training, with UD",
@@ -485,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args, rest) if getattr(args, "takes_rest", False) else args.func(args)
     except PstFastError as e:
-        print(f"pst-fast: error: {e}", file=sys.stderr)
+        print(f"pst-fast: error: {printable(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()

@@ -61,7 +61,7 @@ def test_seeded(clean, tmp_path):
         ("random", {"eps": 0.0}, "eps=0.0 must lie in"),
         ("random", {"eps": 2.0}, "eps=2.0 must lie in"),
         ("random", {"radius": 1}, "unknown parameter 'radius'"),
-        ("lsp", {"patch_size": "big"}, "must be of type int"),
+        ("lsp", {"patch_size": "big"}, "patch_size='big': expected an integer, got str"),
         ("em-class", {"sweep_portion": 0.0, "max_rounds": 1}, "--sweep-portion 0.0: expected a fraction"),
     ],
 )
@@ -110,5 +110,5 @@ def test_amp_parameter_identity_and_choices():
 
     spec = ATTACKS["em"]
     assert "amp" not in identity(params_from(spec, {})) and identity(params_from(spec, {"amp": "on"}))["amp"] == "on"
-    with pytest.raises(PstFastError, match="amp='fast' must be one of auto, on, off"):
+    with pytest.raises(PstFastError, match="amp='fast': expected one of auto, on, off"):
         params_from(spec, {"amp": "fast"})

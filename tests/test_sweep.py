@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 from conftest import write_noise_dataset
@@ -51,7 +52,7 @@ def test_quickstart_amp_sets_training_and_surrogate_attacks(monkeypatch, tmp_pat
     ids = [{c.attack: c.poison.id for c in expand(s) if c.poison} for s in (spec, on)]
     assert ids[0]["em"] != ids[1]["em"] and ids[0]["lsp"] == ids[1]["lsp"]  # a bf16 EM poison; LSP has no surrogate
     seen = {}
-    monkeypatch.setattr(run_mod, "run_sweep", lambda s, db, **kw: seen.update(spec=s, db=db))
+    monkeypatch.setattr(run_mod, "run_sweep", lambda s, db, **kw: seen.update(spec=s, db=db) or SimpleNamespace(cells=list))
     monkeypatch.setattr("pst_fast.cli.print_report", lambda db, out: seen.update(out=out))
     monkeypatch.chdir(tmp_path)
     assert main(["quickstart", "--amp", "on"]) == 0
@@ -84,9 +85,9 @@ def test_alias_runs_one_defense_with_other_parameters():
 @pytest.mark.parametrize("text,match", [
     (BASE + "[attacks.emm]\n", r"<spec>:8: \[attacks.emm\]: unknown attack 'emm'"),
     (BASE.replace("epochs = 2", "epoch = 2"), r"<spec>:5: \[train\] epoch: unknown training option"),
-    (BASE.replace("epochs = 2", 'epochs = "two"'), r"<spec>:5: \[train\] epochs: expected a int, got str"),
-    (BASE + "[attacks.em]\nmax_rounds = 2.5\n", r"<spec>:\d+: \[attacks.em\] max_rounds: expected a int"),
-    (BASE + '[attacks.em]\namp = "fast"\n', r"<spec>:\d+: \[attacks.em\] amp: expected one of auto, on, off, got 'fast'"),
+    (BASE.replace("epochs = 2", 'epochs = "two"'), r"<spec>:5: \[train\] epochs='two': expected an integer, got str"),
+    (BASE + "[attacks.em]\nmax_rounds = 2.5\n", r"<spec>:\d+: \[attacks.em\] max_rounds=2.5: expected an integer"),
+    (BASE + '[attacks.em]\namp = "fast"\n', r"<spec>:\d+: \[attacks.em\] amp='fast': expected one of auto, on, off"),
     (BASE + "[defenses.pst]\nthaw = 3\n", r"\[defenses.pst\] thaw: unknown parameter"),
     (BASE.replace("seeds = [0]", "seeds = []"), r"\[sweep\] seeds: is empty"),
     (BASE.replace("[attacks.lsp]", ""), r"no \[attacks.NAME\] section"),
@@ -109,7 +110,7 @@ def test_plan_cli_reports_spec_errors(tmp_path, capsys):
     bad.write_text(BASE.replace("epochs = 2", "epochs = -1"))
     assert main(["sweep", "plan", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert f"{bad}:4: [train]: --epochs=-1" in err and err.count("\n") == 1
+    assert f"{bad}:5: [train] epochs=-1: expected an integer >= 1" in err and err.count("\n") == 1
 
 
 def tiny_spec(root, tmp_path):

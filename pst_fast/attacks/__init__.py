@@ -11,6 +11,7 @@ import time
 
 from .. import data
 from ..errors import PstFastError
+from ..io import check_out
 from . import adversarial as _adv
 from . import em as _em
 from . import rem as _rem
@@ -59,6 +60,7 @@ def poison(attack: str, data_name: str = "cifar10-mini", out: str | None = None,
 
     if Path(out).exists():
         raise PstFastError(f"--out {out}: output directory exists (choose another or remove it)")
+    check_out(out)
     if data.is_image_folder(data_name):
         return _poison_tree(spec, p, data_name, out, seed, device, progress, image_size)
     if image_size:

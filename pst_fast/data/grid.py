@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import atomic_write
+from ..text import printable
 from .format import ImageDataset, read_dataset
 
 GAP = 2  # white pixels between tiles (after upscaling)
@@ -139,6 +140,8 @@ def info_text(ds: ImageDataset) -> str:
             budget = f"{budget:.4g} = {budget * 255:.3g}/255"
         delta = "absent" if ds.delta is None else ("per sample" if len(ds.delta) == len(ds) else "per class")
         poison = f"{m['attack']} ({m.get('norm', '?')} budget {budget}), seed {m.get('seed', '?')}, delta.npy {delta}"
+        if m.get("unverified"):
+            poison += f"; claimed by the imported files, not verified: {', '.join(m['unverified'])}"
     else:
         poison = "no (clean)"
     lines = [
@@ -152,4 +155,6 @@ def info_text(ds: ImageDataset) -> str:
         lines.append(f"  source: {m['source']}" + (f" ({m['source_kind']})" if "source_kind" in m else ""))
     if m.get("skipped"):
         lines.append(f"  skipped unreadable images at import: {len(m['skipped'])}")
-    return "\n".join(lines)
+    if m.get("truncated"):
+        lines.append(f"  truncated JPEGs imported with libjpeg's grey fill: {len(m['truncated'])} (meta.json 'truncated')")
+    return "\n".join(printable(line) for line in lines)  # names from files may hold control characters

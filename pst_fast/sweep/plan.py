@@ -12,6 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from ..errors import PstFastError
+from ..text import printable
 from .spec import CLEAN, Spec
 
 
@@ -78,6 +80,13 @@ def expand(spec: Spec) -> list[Cell]:
                     for seed in spec.seeds:
                         sal = "ud" in spec.metrics and d_alias in spec.ud_defenses
                         cells.append(Cell(dataset, alias, d_alias, model, seed, poison, _train_options(spec, model, seed, d_name, d_params, sal)))
+    seen: dict[str, Cell] = {}
+    for c in cells:  # parse_spec refuses repeated axis values and twin aliases; this is the net under it
+        if c.id in seen:
+            a = seen[c.id]
+            raise PstFastError(f"{spec.path}: cells {a.attack} × {a.defense} ({a.model}, seed {a.seed}) and {c.attack} × {c.defense} "
+                               f"({c.model}, seed {c.seed}) of {c.dataset} are the same cell {c.id}; remove one of the two entries")
+        seen[c.id] = c
     if "ud" in spec.metrics:
         have = {c.id for c in cells}
         for dataset in spec.datasets:
@@ -116,7 +125,8 @@ def plan_text(spec: Spec, cells: list[Cell]) -> str:
             ref = reference_of(c, cells)
             reuse.append(f"clean reference {ref.id}" if ref else "no clean reference")
         tag = " [UD reference]" if c.reference else ""
-        lines.append(f"{c.id:<17} {c.dataset[-14:]:<14} {c.attack:<10} {c.defense:<12} {c.model:<10} {c.seed:>4}  {'; '.join(reuse)}{tag}")
+        lines.append(printable(f"{c.id:<17} {c.dataset[-14:]:<14} {c.attack:<10} {c.defense:<12} {c.model:<10} {c.seed:>4}  "
+                               f"{'; '.join(reuse)}{tag}"))
     return "\n".join(lines)
 
 
@@ -134,7 +144,7 @@ def intro_text(spec: Spec, cells: list[Cell]) -> str:
             ("data", spec.attacks, lambda name: "clean data" if name == CLEAN else get_attack(name).summary),
             ("training", spec.defenses, lambda name: (DEFENSES[name].__doc__ or "").strip().splitlines()[0].rstrip("."))):
         for i, (alias, name, params) in enumerate(entries):
-            lines.append(f"  {title if i == 0 else '':<9} {alias}: {describe(name)}{args(params)}")
+            lines.append(printable(f"  {title if i == 0 else '':<9} {alias}: {describe(name)}{args(params)}"))
     if "ud" in spec.metrics:
         refs = sum(c.reference for c in cells)
         lines.append(f"  {'metrics':<9} clean test accuracy; UD of {', '.join(spec.ud_defenses)} training on each poison against "

@@ -14,6 +14,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import PstFastError
+from ..io import check_out
+from ..options import check
+from .lock import db_lock
 from .plan import Cell, expand, reference_of
 from .progress import JobLines, reporting
 from .report import tensorboard_name
@@ -112,11 +115,24 @@ def _error(e: BaseException) -> str:
 
 def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, workers: int | None = None,
               retry_failed: bool = False, progress: bool = True, executor: str = "local", address: str | None = None,
-              tensorboard: str | None = None) -> Store:
+              tensorboard: str | None = None, wait: bool = False) -> Store:
     """Run every unfinished cell of ``spec``; artifacts live under ``workdir`` (default: DB name + '-runs').
     ``executor``: 'local' (a pool of worker processes) or 'ray' (tasks on the Ray cluster at ``address``).
     ``progress``: the job bar and each running job's progress under it (plain lines when stderr is not a terminal).
-    ``tensorboard``: a directory where every cell trained now writes its TensorBoard events (one subdirectory per cell)."""
+    ``tensorboard``: a directory where every cell trained now writes its TensorBoard events (one subdirectory per cell).
+    The database is locked for the run (:mod:`pst_fast.sweep.lock`): a second runner fails naming the first, or with
+    ``wait`` waits."""
+    if workers is not None:
+        check(workers, "--workers", int, ge=1)
+    if executor not in ("local", "ray"):
+        raise PstFastError(f"--executor {executor!r}: expected local or ray")
+    check_out(db, "--db", new=False, file=True)
+    Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    with db_lock(db, wait, say=lambda text: print(text, file=sys.stderr)):
+        return _run_locked(spec, db, workdir, workers, retry_failed, progress, executor, address, tensorboard)
+
+
+def _run_locked(spec: Spec, db, workdir, workers, retry_failed: bool, progress: bool, executor: str, address, tensorboard) -> Store:
     store = Store(db)
     cells = expand(spec)
     store.add_cells(cells)
@@ -134,10 +150,8 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
     running = JobLines(root, live=sys.stderr.isatty(), say=say, enabled=progress)
     if executor == "ray":
         pool = RayPool(address, threads, spec.resources.get("gpus_per_cell", 0.0))
-    elif executor == "local":
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, ctx.Value("i", 0), gpus))
     else:
-        raise PstFastError(f"--executor {executor!r}: expected local or ray")
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, ctx.Value("i", 0), gpus))
     with pool:
         jobs = {}
 

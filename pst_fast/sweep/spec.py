@@ -15,17 +15,20 @@ one line naming the spec's line and key.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PstFastError
+from ..options import check, check_field
 
 TOP = {"sweep", "train", "attacks", "defenses", "resources"}
-SWEEP_KEYS = {"name": str, "datasets": list, "models": list, "seeds": list, "metrics": list, "poison_seed": int,
-              "ud_defenses": list, "sal_args": str}
-RESOURCE_KEYS = {"workers": int, "threads": int, "device": str, "gpus_per_cell": float}
+SWEEP_KEYS = {"name": (str, {}), "datasets": (list, {}), "models": (list, {}), "seeds": (list, {}), "metrics": (list, {}),
+              "poison_seed": (int, {"ge": 0}), "ud_defenses": (list, {}), "sal_args": (str, {})}
+RESOURCE_KEYS = {"workers": (int, {"ge": 1}), "threads": (int, {"ge": 1}), "device": (str, {}), "gpus_per_cell": (float, {"ge": 0})}
 METRICS = ("accuracy", "ud")
 CLEAN = "clean"
 
@@ -69,31 +72,61 @@ def _line(text: str, table: str, key: str | None = None) -> int:
     return header_line
 
 
-def _fail(path: str, text: str, table: str, key: str | None, msg: str):
+def _where(path: str, text: str, table: str, key: str | None) -> str:
     n = _line(text, table, key)
-    where = f"{path}:{n}" if n else path
-    raise SpecError(f"{where}: [{table}]{' ' + key if key else ''}: {msg}")
+    return f"{path}:{n}" if n else path
 
 
-def _typed(path, text, table, key, value, want) -> None:
-    ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-    if want is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok:
-        _fail(path, text, table, key, f"expected a {want.__name__}, got {type(value).__name__} {value!r}")
+def _fail(path: str, text: str, table: str, key: str | None, msg: str):
+    raise SpecError(f"{_where(path, text, table, key)}: [{table}]{' ' + key if key else ''}: {msg}")
+
+
+def _checked(path, text, table, key, fn, *args):
+    """``fn(*args)`` (a check of :mod:`pst_fast.options`, whose message names ``key``) with its error placed in the spec."""
+    try:
+        return fn(*args)
+    except PstFastError as e:
+        raise SpecError(f"{_where(path, text, table, key)}: [{table}] {e}") from None
+
+
+def _typed(path, text, table, key, value, want: tuple) -> None:
+    typ, limits = want
+    if typ is list:
+        if not isinstance(value, list):
+            _fail(path, text, table, key, f"expected a list, got {type(value).__name__} {value!r}")
+        return
+    _checked(path, text, table, key, lambda: check(value, key, typ, None, **limits))
 
 
 def _params(path, text, table, cls, values: dict) -> dict:
-    """``values`` checked against the dataclass ``cls`` (names, types and choices); returns them."""
+    """``values`` checked against the dataclass ``cls`` (names, types, choices, finite, ranges); returns them."""
     fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
     for k, v in values.items():
         if k not in fields:
             _fail(path, text, table, k, f"unknown parameter; expected one of {', '.join(fields) or '(none)'}")
-        default, choices = fields[k].default, fields[k].metadata.get("choices")
-        _typed(path, text, table, k, v, float if isinstance(default, float) else type(default))
-        if choices and v not in choices:
-            _fail(path, text, table, k, f"expected one of {', '.join(map(str, choices))}, got {v!r}")
+        _checked(path, text, table, k, check_field, fields[k], v, k)
     return dict(values)
+
+
+def _no_repeats(path, text, table, key, values: list) -> None:
+    """Two equal entries of a grid axis would give cells of one id, trained twice at once into one directory."""
+    seen = set()
+    for v in values:
+        if repr(v) in seen:
+            _fail(path, text, table, key, f"{v!r} appears twice (its cells would be trained twice into one run directory)")
+        seen.add(repr(v))
+
+
+def _no_twins(path, text, kind: str, entries: list[tuple[str, str, dict]]) -> None:
+    """Two aliases of one attack (or defense) with the same resolved parameters would name the same cells: refused."""
+    first: dict[str, str] = {}
+    for alias, _, resolved in entries:
+        key = json.dumps(resolved, sort_keys=True, default=str)
+        if key in first:
+            line = _line(text, f"{kind}.{first[key]}")
+            _fail(path, text, f"{kind}.{alias}", None, f"the same {kind[:-1]} with the same parameters as [{kind}.{first[key]}]"
+                  f"{f' (line {line})' if line else ''}; the two would be one cell, trained twice")
+        first[key] = alias
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -140,14 +173,16 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         if k not in tfields or k in ("data", "out", "defense", "defense_args", "seed", "model", "sal", "sal_args"):
             _fail(path, text, "train", k, "not a training option a sweep sets ('pst-fast train --help'; data, model, seed, "
                   "defense and SAL come from the grid)" if k in tfields else "unknown training option ('pst-fast train --help')")
-        d = tfields[k].default
-        _typed(path, text, "train", k, v, float if isinstance(d, float) else type(d))
+        _checked(path, text, "train", k, check_field, tfields[k], v, k)
     try:
         TrainConfig(**train).validate()
     except PstFastError as e:
         _fail(path, text, "train", None, str(e))
 
-    attacks = []
+    from ..attacks.base import params_from
+    from ..options import identity
+
+    attacks, resolved = [], []
     for alias, values in doc.get("attacks", {}).items():
         table = f"attacks.{alias}"
         values = dict(values)
@@ -156,12 +191,16 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
             if values:
                 _fail(path, text, table, next(iter(values)), "the clean entry takes no parameters")
             attacks.append((alias, CLEAN, {}))
+            resolved.append((alias, CLEAN, {"attack": CLEAN}))
             continue
         if name not in ATTACKS:
             _fail(path, text, table, "attack" if "attack" in doc["attacks"][alias] else None,
                   f"unknown attack {name!r}; expected one of {CLEAN}, {', '.join(ATTACKS)}")
         attacks.append((alias, name, _params(path, text, table, ATTACKS[name].params, values)))
-    defenses = []
+        p = _checked(path, text, table, None, params_from, ATTACKS[name], values)
+        resolved.append((alias, name, {"attack": name, **identity(p)}))
+    _no_twins(path, text, "attacks", resolved)
+    defenses, resolved = [], []
     for alias, values in doc.get("defenses", {}).items():
         table = f"defenses.{alias}"
         values = dict(values)
@@ -170,6 +209,9 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
             _fail(path, text, table, "defense" if "defense" in doc["defenses"][alias] else None,
                   f"unknown defense {name!r}; expected one of {', '.join(sorted(DEFENSES))}")
         defenses.append((alias, name, _params(path, text, table, DEFENSE_PARAMS.get(name), values)))
+        cls = DEFENSE_PARAMS.get(name)
+        resolved.append((alias, name, {"defense": name, **(dataclasses.asdict(cls(**values)) if cls else {})}))
+    _no_twins(path, text, "defenses", resolved)
     resources = doc.get("resources", {})
     for k, v in resources.items():
         if k not in RESOURCE_KEYS:
@@ -178,6 +220,8 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     for key, values in (("datasets", datasets), ("models", models), ("seeds", seeds)):
         if not values:
             _fail(path, text, "sweep", key, "is empty: the grid has no cells")
+        _no_repeats(path, text, "sweep", key, values)
+    _no_repeats(path, text, "sweep", "datasets", [os.path.realpath(d) if os.path.isdir(d) else d for d in datasets])
     for table, entries in (("attacks", attacks), ("defenses", defenses)):
         if not entries:
             raise SpecError(f"{path}: no [{table}.NAME] section: the grid has no cells")

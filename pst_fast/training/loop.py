@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 
 import torch
@@ -76,6 +77,9 @@ def load_splits(cfg: TrainConfig):
     train_ds, test_ds = data.load(cfg.data, "train"), data.load(cfg.data, "test")
     if train_ds.classes != test_ds.classes:
         raise PstFastError(f"--data {cfg.data}: train and test splits list different classes")
+    if train_ds.shape != test_ds.shape:
+        raise PstFastError(f"--data {cfg.data}: train images are {'x'.join(map(str, train_ds.shape))}, test images "
+                           f"{'x'.join(map(str, test_ds.shape))} (H x W x C); both splits need one size")
     if cfg.val_split:
         return carve(train_ds, cfg.val_split)
     return train_ds, test_ds
@@ -134,7 +138,7 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
     cfg = dataclasses.replace(cfg or TrainConfig(), **options).validate()
     device = resolve_device(cfg.device)
     run = RunDir(cfg.out, cfg)
-    run.open()
+    run.check()
     if run.finished:
         return run.summary()
     from ..defenses import defense_hooks  # defenses build on the trainer's hooks: imported at call time
@@ -157,6 +161,7 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
                    f"{f', {skipped} unreadable images skipped' if skipped else ''}, {loader.image_size} px; loader: {loader.describe()}")
     if len(loader) == 0:
         raise PstFastError(f"--batch-size {cfg.batch_size}: larger than the training set ({len(train_ds)} images)")
+    run.create(train_ds, test_ds)
     start_epoch, ckpt = run.resume_point()
     if ckpt is not None:
         if ckpt["num_classes"] != train_ds.num_classes:
@@ -228,6 +233,10 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         last = epoch == cfg.epochs - 1 or (cfg.max_steps and state.step >= cfg.max_steps)
         if (epoch + 1) % cfg.eval_every == 0 or last:
             line[f"{ev}_loss"], line[f"{ev}_acc"] = evaluate(fwd, test_loader, amp)
+        for key in ("train_loss", f"{ev}_loss"):  # a diverged run is an error, never a finished run at chance accuracy
+            if key in line and not math.isfinite(line[key]):
+                raise PstFastError(f"epoch {epoch + 1}: the {key.replace('_', ' ')} is {line[key]} (training diverged; lower --lr, "
+                                   f"set --grad-clip, or check the data's mean/std); the epoch was not recorded")
         state.log = line
         for h in hooks.on_epoch_end:
             h(state)
