@@ -17,20 +17,46 @@ from . import rem as _rem
 from . import synthetic as _syn
 from .base import AttackSpec, Poison, params_from, save_poison
 
+SURROGATE = "model=auto trains fastnet-small on CPU (the papers' resnet18 on CUDA); amp=auto is bf16 on CUDA"
+FIDELITY = {
+    "em": "defaults: official sample-wise settings (HanxunH/Unlearnable-Examples @f347155). Not official: " + SURROGATE
+          + "; the max_rounds cap; delta_init=uniform, grad_clip=0",
+    "em-class": "defaults: official class-wise settings, stop 0.99 as its scripts (README: 0.9) (HanxunH/Unlearnable-Examples "
+                "@f347155). Not official: " + SURROGATE + "; the max_rounds cap; the 20% subset is not stratified; delta_init=uniform, grad_clip=0",
+    "rem": "defaults: official (fshp971/robust-unlearnable-examples @adf2060, scripts/cifar10/gen_rem.sh). Not official: "
+           "perturb_every > 1 (cheaper); " + SURROGATE,
+    "tap": "defaults: official PGD recipe (lhfowl/adversarial_poisons @a1d58d8). Not official: schedule=multistep, "
+           "restart_select=sample; the surrogate is trained by pst_fast's trainer (cosine schedule, not the official step "
+           "decay); " + SURROGATE,
+    "hypo": "schedule as the authors' code (TLMichael/Hypocritical-Perturbation: 100 steps of eps/10, augmented). Not official: "
+            "the crafting model, a standard-trained surrogate (the authors' is adversarially trained, eps 2/255); " + SURROGATE,
+    "lsp": "defaults: official (dayu11/Availability-Attacks-Create-Shortcuts @d27ab29). Not official: rounding=nearest|trunc",
+    "ops": "defaults: official search (cychomatica/One-Pixel-Shotcut @fe440c1). Not official: score=channel-sum",
+    "ar": "defaults: official (psandovalsegura/autoregressive-poisoning @bf350b0: its published coefficients, rounding to "
+          "nearest). Not official: coefficients=random, rounding=floor|trunc",
+    "cuda": "defaults: official (vinusankars/Convolution-based-Unlearnability @ff58b1c); only the random draws differ",
+}
 ATTACKS: dict[str, AttackSpec] = {
     s.name: s
     for s in [
         AttackSpec("em", _em.em, _em.EMParams, "linf", "error-minimizing noise, sample-wise (min-min bilevel)", "Huang et al., ICLR 2021",
-                   _em.em_tree),
+                   _em.em_tree, FIDELITY["em"]),
         AttackSpec("em-class", _em.em_class, _em.EMClassParams, "linf", "error-minimizing noise, one δ per class", "Huang et al., ICLR 2021",
-                   _em.em_class_tree),
-        AttackSpec("rem", _rem.rem, _rem.REMParams, "linf", "robust error-minimizing noise (min-min-max vs adversarial training)", "Fu et al., ICLR 2022"),
-        AttackSpec("tap", _adv.tap, _adv.TAPParams, "linf", "targeted adversarial poisoning toward (y+1) mod K vs a clean surrogate", "Fowl et al., NeurIPS 2021"),
-        AttackSpec("hypo", _adv.hypo, _adv.HYPOParams, "linf", "hypocritical perturbations: PGD descent vs a fixed clean surrogate", "Tao et al., NeurIPS 2021"),
-        AttackSpec("lsp", _syn.lsp, _syn.LSPParams, "l2", "linearly separable patches, L2 radius eps*sqrt(HWC)", "Yu et al., KDD 2022"),
-        AttackSpec("ops", _syn.ops, _syn.OPSParams, "l0", "one-pixel shortcut: one pixel per class set to an extreme colour", "Wu et al., ICLR 2023"),
-        AttackSpec("ar", _syn.ar, _syn.ARParams, "l2", "autoregressive per-class processes, L2 = eps per image", "Sandoval-Segura et al., NeurIPS 2022"),
-        AttackSpec("cuda", _syn.cuda, _syn.CUDAParams, "none", "per-class random blur kernels (convolution-based)", "Sadasivan et al., CVPR 2023"),
+                   _em.em_class_tree, FIDELITY["em-class"]),
+        AttackSpec("rem", _rem.rem, _rem.REMParams, "linf", "robust error-minimizing noise (min-min-max vs adversarial training)", "Fu et al., ICLR 2022",
+                   fidelity=FIDELITY["rem"]),
+        AttackSpec("tap", _adv.tap, _adv.TAPParams, "linf", "targeted adversarial poisoning toward (y+1) mod K vs a clean surrogate", "Fowl et al., NeurIPS 2021",
+                   fidelity=FIDELITY["tap"]),
+        AttackSpec("hypo", _adv.hypo, _adv.HYPOParams, "linf", "hypocritical perturbations: PGD descent vs a fixed clean surrogate", "Tao et al., NeurIPS 2021",
+                   fidelity=FIDELITY["hypo"]),
+        AttackSpec("lsp", _syn.lsp, _syn.LSPParams, "l2", "linearly separable patches, L2 radius eps*sqrt(HWC)", "Yu et al., KDD 2022",
+                   fidelity=FIDELITY["lsp"]),
+        AttackSpec("ops", _syn.ops, _syn.OPSParams, "l0", "one-pixel shortcut: one pixel per class set to an extreme colour", "Wu et al., ICLR 2023",
+                   fidelity=FIDELITY["ops"]),
+        AttackSpec("ar", _syn.ar, _syn.ARParams, "l2", "autoregressive per-class processes, L2 = eps per image", "Sandoval-Segura et al., NeurIPS 2022",
+                   fidelity=FIDELITY["ar"]),
+        AttackSpec("cuda", _syn.cuda, _syn.CUDAParams, "none", "per-class random blur kernels (convolution-based)", "Sadasivan et al., CVPR 2023",
+                   fidelity=FIDELITY["cuda"]),
         AttackSpec("random", _syn.random_noise, _syn.NoiseParams, "linf", "uniform noise per sample (baseline)", "baseline"),
         AttackSpec("random-class", _syn.random_class, _syn.NoiseParams, "linf", "uniform noise per class (baseline)", "baseline"),
         AttackSpec("region", _syn.region, _syn.RegionParams, "linf", "class-wise ±eps block patterns (baseline)", "baseline"),
