@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, fields
 
 from ..errors import PstFastError
-from ..options import identity, opt
+from ..options import identity, named_args, opt
 
 
 @dataclass
@@ -25,7 +25,8 @@ class TrainConfig:
     batch_size: int = opt(128, "training batch size")
     optimizer: str = opt("auto", "sgd (nesterov) or adamw; auto = adamw for ViTs, sgd otherwise", ("auto", "sgd", "adamw"))
     lr: float = opt(0.0, "peak learning rate; 0 = default of the optimizer (sgd 0.1, adamw 1e-3)")
-    momentum: float = opt(0.9, "SGD momentum (nesterov)")
+    momentum: float = opt(0.9, "SGD momentum")
+    nesterov: bool = opt(True, "SGD with Nesterov momentum (pst_fast's default; the official UD protocol uses plain momentum)", later=True)
     weight_decay: float = opt(5e-4, "weight decay (decoupled for adamw; 0.05 is typical there)")
     schedule: str = opt("cosine", "learning-rate schedule after warm-up", ("cosine", "onecycle", "constant"))
     warmup_epochs: float = opt(1.0, "linear warm-up length in epochs (may be fractional)")
@@ -51,9 +52,11 @@ class TrainConfig:
                    ("", "fast", "exact"), const="fast")
     sal_args: str = opt("", "SAL knobs as key=value pairs, e.g. 'rounds=5,subset=2048,every=1' ('pst-fast sal --help' lists them)")
     keep_checkpoints: bool = opt(False, "also keep every epoch's weights as epochs/NNNN.pt (SAL afterwards: 'pst-fast sal RUN')")
+    protocol: str = opt("", "a named preset of the options above, which explicit options override: official-ud = the UD paper's "
+                        "training (docs/metrics.md)", ("", "official-ud"), later=True)
 
-    # options that do not change what a run computes (a resumed run may change them)
-    VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints")
+    # options that do not change what a run computes (a resumed run may change them); a protocol is its resolved options
+    VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints", "protocol")
 
     def validate(self) -> "TrainConfig":
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
@@ -82,8 +85,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict:
-        """The options that determine the computation (compared when a run directory is reused)."""
-        return identity(self, self.VOLATILE)
+        """The options that determine the computation (compared when a run directory is reused), with the defense's and
+        SAL's parameters whose default changed after records were first named (see :func:`pst_fast.options.named_args`)."""
+        from ..defenses import DEFENSE_PARAMS
+        from ..metrics.sal import SALConfig
+
+        named = {"defense_params": named_args(self.defense_args, DEFENSE_PARAMS[self.defense], "--defense-args")
+                 if self.defense in DEFENSE_PARAMS else {},
+                 "sal_params": named_args(self.sal_args, SALConfig, "--sal-args") if self.sal else {}}
+        return identity(self, self.VOLATILE) | {k: v for k, v in named.items() if v}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
