@@ -195,7 +195,7 @@ def _ar_stable(coef, start, p: "ARParams", sig=None) -> bool:
     with np.errstate(over="ignore", invalid="ignore"):
         if sig is None:
             sig = _ar_signal(coef, start)[:, :, p.crop :, p.crop :]
-        flat = sig.reshape(len(sig), -1)
+        flat = sig.reshape(len(sig), int(np.prod(sig.shape[1:])))  # explicit: a class may have no images
         norms = np.linalg.norm(flat, axis=1)
         return bool(np.isfinite(flat).all() and np.isfinite(norms).all() and (np.abs(flat).max(1) <= p.max_peak * norms).all())
 
