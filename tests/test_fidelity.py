@@ -349,3 +349,19 @@ def test_changed_defaults_rename_poisons_and_cells_and_only_those():
     clean = {c.defense: c.id for c in cells if c.attack == "clean"}
     assert clean["at"] == "47a1246b3d3553a5" and clean["cutout"] == "5d6283b660650077"
     assert clean["iss-bdr"] != "45da348c373031b0"  # posterize: a new computation, a new name
+
+
+def test_fidelity_specs_plan_and_share_their_poisons():
+    """The item-4 specs of docs/fidelity.md parse, and run into one database they make each poison once."""
+    from pathlib import Path
+
+    from pst_fast.sweep import load_spec
+
+    specs = {p.stem: expand(load_spec(p)) for p in sorted((Path(__file__).parents[1] / "benchmarks" / "specs").glob("fidelity-*.toml"))}
+    assert set(specs) == {"fidelity-poisons", "fidelity-iss", "fidelity-ud", "fidelity-ud-pair-fast", "fidelity-ud-pair-exact"}
+    poisons = {name: {c.poison.id for c in cells if c.poison} for name, cells in specs.items()}
+    assert len(poisons["fidelity-poisons"]) == 9 and poisons["fidelity-iss"] == poisons["fidelity-poisons"]
+    assert poisons["fidelity-ud"] <= poisons["fidelity-poisons"] and poisons["fidelity-ud-pair-exact"] <= poisons["fidelity-ud"]
+    standard0 = {c.id for c in specs["fidelity-poisons"] if c.seed == 0}
+    assert standard0 <= {c.id for c in specs["fidelity-iss"]}  # the seed-0 standard cells are shared too
+    assert {dict(c.train)["sal"] for c in specs["fidelity-ud-pair-exact"]} == {"exact"}

@@ -51,7 +51,7 @@ class EMParams:
     lr: float = opt(0.1, "surrogate SGD (momentum 0.9, weight decay 5e-4, as the official)")
     batch_size: int = opt(512, "images per PGD batch")
     amp: str = surrogate_amp()
-    delta_init: str = opt("zero", "start of δ: zero (official) or uniform in the ε-ball (pst_fast before 0.2; not official)",
+    delta_init: str = opt("zero", "start of δ: zero (official) or uniform in the ε-ball (pst_fast's earlier default; not official)",
                           ("zero", "uniform"), later=True, earlier="uniform")
     grad_clip: float = opt(5.0, "clip the surrogate's gradient norm on its training steps (official 5.0); 0 = off (not official)",
                            later=True, earlier=0.0)

@@ -13,7 +13,7 @@ the loss at that worst case, averaged over ``samples`` augmentation draws (EOT):
 
 Cost: every δ step costs ``samples × (adv_steps + 1)`` forward+backward passes, so an official training
 step costs 11 + 10 × 5 × 11 = 561 batch passes (``perturb_every=10``, pst_fast's cheaper variant and its
-default before 0.2, not official: 11 + 56 on average), and the final sweep 550 passes per image — hours on a
+earlier default, not official: 11 + 55 on average), and the final sweep 550 passes per image — hours on a
 GPU. docs/attacks.md gives the measured cost per step and the CPU budgets used on this machine.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ class REMParams:
     samples: int = opt(5, "EOT augmentation draws per δ step (official --samp-num 5)")
     train_steps: int = opt(5000, "surrogate adversarial-training steps (official 5000)")
     perturb_every: int = opt(1, "re-optimize the current batch's δ every k training steps (official --perturb-freq 1; "
-                             "10 = pst_fast's cheaper variant, ~8x less work per step, not official)")
+                             "10 = pst_fast's earlier default, ~8.5x less work per step, not official)")
     lr: float = opt(0.1, "surrogate SGD learning rate (momentum 0.9, weight decay 5e-4)")
     lr_decay_every: int = opt(2000, "surrogate steps between ×0.1 learning-rate decays (official 2000)")
     batch_size: int = opt(128, "images per PGD batch")

@@ -45,7 +45,7 @@ def publish(clean: np.ndarray, delta01: np.ndarray, rounding: str) -> np.ndarray
 
 
 def rounding_opt(official: str):
-    """The ``rounding`` parameter of an L2 attack whose official export rounds as ``official`` (trunc before 0.2)."""
+    """The ``rounding`` parameter of an L2 attack whose official export rounds as ``official`` (trunc: the earlier default)."""
     return opt(official, f"uint8 export: {official} (official), or the others of {', '.join(ROUNDINGS)} (trunc: toward zero, "
                "the L2 budget holds exactly; not official)", ROUNDINGS, later=True, earlier="trunc")
 
@@ -95,7 +95,7 @@ class OPSParams:
     pixels: int = opt(1, "pixels changed per image (the paper's one-pixel shortcut uses 1)")
     score: str = opt("official", "official: mean/std of |colour - x| over the class's (image, channel) entries, skipping the "
                      "(position, colour) pairs earlier classes took; channel-sum: mean/std of the per-image L1 change, no "
-                     "exclusion (pst_fast before 0.2; not official)", ("official", "channel-sum"), later=True, earlier="channel-sum")
+                     "exclusion (pst_fast's earlier default; not official)", ("official", "channel-sum"), later=True, earlier="channel-sum")
 
 
 def ops_scores(xs: np.ndarray, colours: np.ndarray, how: str) -> np.ndarray:
@@ -104,13 +104,16 @@ def ops_scores(xs: np.ndarray, colours: np.ndarray, how: str) -> np.ndarray:
     the n images of sum_c |colour_c - x_c|."""
     n, h, w, c = xs.shape
     out = np.empty((h * w, len(colours)))
+    if how == "official":  # |colour - x| is x or 1 - x per channel: the moments of x give mean and std of every colour
+        m, m2 = xs.mean(0), (xs * xs).mean(0)                                       # (H, W, C)
     with np.errstate(divide="ignore", invalid="ignore"):
         for k, col in enumerate(colours):
-            d = np.abs(col - xs)                                                    # (n, H, W, C)
             if how == "official":
-                out[:, k] = (d.mean(axis=(0, 3)) / d.std(axis=(0, 3))).reshape(-1)
+                mean = np.where(col == 1, 1 - m, m).mean(-1)
+                var = np.where(col == 1, 1 - 2 * m + m2, m2).mean(-1) - mean**2
+                out[:, k] = (mean / np.sqrt(np.maximum(var, 0))).reshape(-1)
             else:
-                d = d.sum(-1)
+                d = np.abs(col - xs).sum(-1)                                        # (n, H, W)
                 out[:, k] = (d.mean(0) / (d.std(0) + 1e-8)).reshape(-1)
     return out
 
@@ -164,7 +167,7 @@ class ARParams:
     max_peak: float = opt(0.25, "coefficients=random: a draw is degenerate if one value carries more than this fraction of the L2 norm")
     coefficients: str = opt("official", "official: the published coefficients (a search for mutually separable processes; the "
                             "first K of its 10-class set for K <= 10 classes, of its 100-class set for K <= 100); random: drawn "
-                            "from the seed with a stability filter only (pst_fast before 0.2; not official)", ("official", "random"),
+                            "from the seed with a stability filter only (pst_fast's earlier default; not official)", ("official", "random"),
                             later=True, earlier="random")
     rounding: str = rounding_opt("nearest")
 

@@ -36,7 +36,7 @@ class JPEGParams:
 class BitDepthParams:
     bits: int = opt(2, "bits kept per channel (ISS: 2)")
     method: str = opt("posterize", "posterize: keep the top bits, {0,64,128,192} at 2 bits (ISS's RandomPosterize); round: the "
-                      "nearest of 2^bits levels over 0..255, {0,85,170,255} (pst_fast before 0.2; not ISS's)",
+                      "nearest of 2^bits levels over 0..255, {0,85,170,255} (pst_fast's earlier default; not ISS's)",
                       ("posterize", "round"), later=True, earlier="round")
 
 
@@ -54,7 +54,7 @@ class MixParams:
 class UEraserParams:
     policy: str = opt("kornia", "TrivialAugment: kornia (UEraser's official K.auto.TrivialAugment(): rotate ±30°, shear ±0.3, "
                       "translate ±0.5 of the side, one op per batch) or wide (TrivialAugment-Wide ranges, one op per image; "
-                      "pst_fast before 0.2; not official)", transforms.TRIVIAL_POLICIES, later=True, earlier="wide")
+                      "pst_fast's earlier default; not official)", transforms.TRIVIAL_POLICIES, later=True, earlier="wide")
 
 
 @dataclass

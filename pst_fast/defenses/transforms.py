@@ -331,7 +331,7 @@ def trivial_augment(x: torch.Tensor, g: torch.Generator, policy: str = "kornia")
 
     ``kornia`` (UEraser's official ``K.auto.TrivialAugment()``): one op for the whole batch, drawn uniformly from
     :data:`KORNIA_TRIVIAL_POLICY`, at a magnitude drawn uniformly from its range for each image.
-    ``wide`` (TrivialAugment-Wide; pst_fast before 0.2, not UEraser's): each image gets one op drawn uniformly from
+    ``wide`` (TrivialAugment-Wide; pst_fast's earlier default, not UEraser's): each image gets one op drawn uniformly from
     ``TRIVIAL_OPS`` at a magnitude level drawn uniformly from 31 bins (and a random sign)."""
     B, _, H, W = x.shape
     if policy == "kornia":

@@ -55,7 +55,7 @@ class SALConfig:
     data: str = opt("train", "SAL data: the run's training set with its augmentation (official), or the clean test set", ("train", "test"))
     l0: str = opt("train-log", "reference loss: the epoch's logged mean training loss (official) or a fresh eval-mode pass (a deviation)", ("train-log", "measure"))
     loss: str = opt("ce", "the loss SAL measures: ce = plain cross-entropy (official); train = the run's training loss with its "
-                    "label smoothing (pst_fast before 0.2; not official)", ("ce", "train"), later=True, earlier="train")
+                    "label smoothing (pst_fast's earlier default; not official)", ("ce", "train"), later=True, earlier="train")
     batch_size: int = opt(0, "SGD batch size of the SAL passes; 0 = the run's training batch size (official)")
     eval_batch_size: int = opt(500, "batch size of the evaluation passes (does not change the result)")
 
@@ -186,7 +186,7 @@ def reference_loss(scfg: SALConfig, tcfg, log: dict) -> tuple[float | None, floa
         return log["train_ce"], 0.0
     if tcfg.label_smoothing == 0 and tcfg.defense == "standard":
         return log["train_loss"], 0.0
-    raise PstFastError(f"epoch {log.get('epoch', 0) + 1}: no plain cross-entropy logged (train_ce; a run from before 0.2); "
+    raise PstFastError(f"epoch {log.get('epoch', 0) + 1}: no plain cross-entropy logged (train_ce; a run from an earlier version); "
                        "measure SAL with --sal-args loss=train (the run's smoothed loss) or l0=measure")
 
 
