@@ -128,7 +128,9 @@ def cmd_attacks(args) -> None:
 
     for spec in ATTACKS.values():
         defaults = ", ".join(f"{f.name}={f.default:.5g}" if isinstance(f.default, float) else f"{f.name}={f.default}" for f in dataclasses.fields(spec.params))
-        print(f"{spec.name:<13} {spec.norm:<5} {spec.summary}  [{spec.reference}]\n{'':<19} defaults: {defaults}")
+        print(f"{spec.name:<13} {spec.norm:<5} {spec.summary}  [{spec.reference}]\n{'':<19} defaults: {defaults}"
+              + (f"\n{'':<19} fidelity: {spec.fidelity}" if spec.fidelity else ""))
+    print("\ndocs/fidelity.md compares every attack, defense and metric with its official code")
 
 
 def cmd_defenses(args) -> None:
@@ -181,20 +183,23 @@ def cmd_ud(args) -> None:
     from .metrics.record import SALRecord
     from .metrics.ud import unlearnable_distance
 
-    rep = unlearnable_distance(args.clean, args.poisoned)
+    rep = unlearnable_distance(args.clean, args.poisoned, args.reference)
     out = Path(args.out)
-    records = [SALRecord.load(args.clean)] + [SALRecord.load(p) for p in args.poisoned]
-    names = [Path(args.clean).name + " (clean)"] + [Path(p).name for p in args.poisoned]
+    records = [SALRecord.load(c) for c in args.clean] + [SALRecord.load(p) for p in args.poisoned]
+    names = [Path(c).name + " (clean)" for c in args.clean] + [Path(p).name for p in args.poisoned]
     heat = plot_sal_grid(records, names, out / "sal-heatmap.png", beta=rep["beta"])
     bars = plot_ud(rep, out / "ud.png")
     if args.json:
         print(json.dumps(rep, indent=1))
         return
-    print(f"β = {rep['beta']:.4g}  (2-means midpoint of the clean run's per-layer SAL, mean over epochs {rep['epochs']})")
-    print(f"{'run':<28} {'data':<28} {'#LP':>6} {'UD':>7}")
-    print(f"{names[0]:<28} {str(records[0].meta.get('data'))[-28:]:<28} {rep['clean']['lp']:>6.2f} {1.0:>7.3f}")
-    for r, rec in zip(rep["runs"], records[1:]):
-        print(f"{Path(r['run']).name:<28} {str(r['data'])[-28:]:<28} {r['lp']:>6.2f} {r['ud']:>7.3f}")
+    print(f"β per clean run: 2-means midpoint of its per-layer SAL, mean over epochs {rep['epochs']}; each run is compared with "
+          f"the clean run {'of its own defense' if args.reference == 'same-defense' else 'of standard training'}")
+    print(f"{'run':<28} {'data':<28} {'defense':<12} {'β':>7} {'#LP':>6} {'UD':>7}")
+    for c, rec in zip(rep["cleans"], records):
+        print(f"{Path(c['run']).name + ' (clean)':<28} {str(rec.meta.get('data'))[-28:]:<28} {rec.meta.get('defense', 'standard'):<12} "
+              f"{c['beta']:>7.4g} {c['lp']:>6.2f} {1.0:>7.3f}")
+    for r in rep["runs"]:
+        print(f"{Path(r['run']).name:<28} {str(r['data'])[-28:]:<28} {r['defense']:<12} {r['beta']:>7.4g} {r['lp']:>6.2f} {r['ud']:>7.3f}")
     print("#LP: mean number of layers with SAL > β per measured epoch; UD = Σλ / Σλ_clean (1 = clean, lower = more unlearnable)")
     print(f"wrote {heat} and {bars}")
 
@@ -302,7 +307,7 @@ def attack_parser(name: str) -> argparse.ArgumentParser:
 
     spec = get_attack(name)
     p = argparse.ArgumentParser(prog=f"pst-fast poison --attack {name}", formatter_class=Formatter,
-                                description=f"{spec.summary} [{spec.reference}]; norm {spec.norm}")
+                                description=f"{spec.summary} [{spec.reference}]; norm {spec.norm}", epilog=spec.fidelity or None)
     add_dataclass_options(p, spec.params)
     return p
 
@@ -325,9 +330,17 @@ def cmd_poison(args, rest: list[str]) -> None:
     print(f"{s['attack']}: wrote {s['out']} in {s['seconds']:.0f} s" + (f" ({s['rounds']} rounds, stopped by {s['stopped']})" if "rounds" in s else ""))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def protocol_epilog() -> str:
+    from .training.protocols import PROTOCOLS, describe
+
+    return "protocols (--protocol NAME; explicit options override them):\n" + "\n".join(f"  {n}: {describe(n)}" for n in PROTOCOLS)
+
+
+def build_parser(protocol: str = "") -> argparse.ArgumentParser:
+    """The whole command line; ``protocol``: the train options' defaults are that preset's (explicit options override it)."""
     from . import __version__
     from .training import TrainConfig
+    from .training.protocols import with_protocol
 
     p = argparse.ArgumentParser(prog="pst-fast", description="pst_fast: unlearnable-example attacks, defenses and metrics, fast.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -338,9 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=Formatter, description="Train a model; evaluates clean test accuracy every epoch and records "
                        "config.json, metrics.jsonl, checkpoint.pt, model.pt, curves.png and summary.json in --out (with --sal also sal.npz, "
                        "sal.json and sal.png). "
-                       "Re-running the same command resumes a killed run.")
+                       "Re-running the same command resumes a killed run.", epilog=protocol_epilog())
     add_dataclass_options(t, TrainConfig)
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, **with_protocol({"protocol": protocol}))
 
     po = sub.add_parser("poison", help="generate an unlearnable version of a dataset (see 'pst-fast attacks')", formatter_class=Formatter,
                         description="Generate a poisoned dataset: OUT/train is the poisoned training split, OUT/test the clean test split. "
@@ -377,9 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("ud", help="unlearnable distance of poisoned runs against a clean run (from their SAL records)", formatter_class=Formatter,
                        description="UD = Σ_t λ_poisoned(t) / Σ_t λ_clean(t), λ(t) = number of layers whose SAL exceeds β, β = the clean run's "
-                       "mean per-epoch 2-means midpoint. Runs must share model, epochs, SAL settings and layers; the clean run must be clean. "
-                       "Writes a SAL heatmap (layers × epochs per run) and a UD bar chart to --out.")
-    u.add_argument("--clean", required=True, help="run directory (or SAL record directory) of the clean reference run")
+                       "mean per-epoch 2-means midpoint. Each run is compared with the clean run trained with the same defense (as the "
+                       "official get_ud.py), or with --reference standard the clean run of standard training. Runs must share model, "
+                       "epochs, SAL settings and layers; the clean run must be clean. Writes a SAL heatmap (layers × epochs per run) "
+                       "and a UD bar chart to --out.")
+    u.add_argument("--clean", required=True, nargs="+", help="run directories (or SAL record directories) of the clean reference runs")
+    u.add_argument("--reference", default="same-defense", choices=["same-defense", "standard"],
+                   help="which clean run each run is compared with: the one trained with its defense (official), or standard training's")
     u.add_argument("--poisoned", required=True, nargs="+", help="run directories to compare (a second clean seed is fine: UD ≈ 1)")
     u.add_argument("--out", default="ud", help="directory for sal-heatmap.png and ud.png")
     u.add_argument("--json", action="store_true", help='print {"beta": ..., "runs": [{"run", "lp", "ud", ...}]} instead of the table')
@@ -495,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    if getattr(args, "protocol", ""):  # a preset: its values become the train defaults that explicit options override
+        parser = build_parser(args.protocol)
+        args, rest = parser.parse_known_args(argv)
     if rest and not getattr(args, "takes_rest", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

@@ -9,23 +9,35 @@ from dataclasses import field
 
 from .errors import PstFastError
 
+_DEFAULT = object()
 
-def opt(default, help: str, choices=None, const=None, later: bool = False, *, ge=None, gt=None, le=None, lt=None):
+def opt(default, help: str, choices=None, const=None, later: bool = False, earlier=_DEFAULT, *, ge=None, gt=None, le=None, lt=None):
     """A dataclass field with ``default``, a ``help`` line for ``--help``, optional ``choices``, and an optional
     ``const``: the value of the bare flag (``--sal`` alone means ``--sal fast``). ``later``: added after records (runs,
-    sweep cells, poisons) were first named by their options — see :func:`identity`.
+    sweep cells, poisons) were first named by their options — see :func:`identity`; ``earlier``: the behaviour those
+    records had, when it is not the new default (a changed default: records made under it get new names).
 
     ``ge``, ``gt``, ``le``, ``lt`` bound a numeric option (>=, >, <=, <). Every float must be finite; a numeric option
     without declared bounds must be >= 0 when its default is (counts, sizes, rates), see :func:`bounds`."""
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
-    return field(default=default, metadata={"help": help, "choices": choices, "const": const, "later": later, "bounds": bounds})
+    return field(default=default, metadata={"help": help, "choices": choices, "const": const, "later": later, "bounds": bounds,
+                                            "earlier": default if earlier is _DEFAULT else earlier})
 
 
 def identity(obj, leave_out=()) -> dict:
     """The fields of the dataclass ``obj`` that name what it computes: all but ``leave_out``, and a ``later`` field only
-    when it differs from its default, so that records named before it existed keep their names."""
+    when it differs from its ``earlier`` value (its default unless declared), so that records named before it existed
+    keep their names and only they do."""
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
-            if f.name not in leave_out and not (f.metadata.get("later") and getattr(obj, f.name) == f.default)}
+            if f.name not in leave_out and not (f.metadata.get("later") and getattr(obj, f.name) == f.metadata["earlier"])}
+
+
+def named_args(text: str, cls, flag: str) -> dict:
+    """The ``later`` fields of ``cls`` parsed from ``text`` (``key=value,...``) that :func:`identity` keeps: what a record
+    whose options hold ``text`` must add to its name when a default of ``cls`` changed."""
+    p = parse_kv_args(text, cls, flag)
+    later = {f.name for f in dataclasses.fields(cls) if f.metadata.get("later")}
+    return {k: v for k, v in identity(p).items() if k in later}
 
 
 def kind(f: dataclasses.Field) -> type:

@@ -1,4 +1,5 @@
 """Sweep specs: the example parses and expands; bad specs are refused before anything runs, naming line and key."""
+import dataclasses
 import json
 import os
 import re
@@ -33,8 +34,12 @@ def test_example_spec_expands_to_the_documented_grid(capsys):
     assert len(cells) == 3 * 3 * 1 * 2 + 2 and sum(c.reference for c in cells) == 2  # + a clean UD reference per seed
     assert len(poisons) == 3 and all(sum(c.poison is not None and c.poison.id == p for c in cells) == 6 for p in poisons)
     assert [c.id for c in expand(load_spec(EXAMPLE_SPEC))] == [c.id for c in cells]  # content ids are stable
-    # ... across versions too: new attack parameters at their defaults must not rename existing poisons
-    assert {c.attack: c.poison.id for c in cells if c.poison} == {"em": "246a2cd1bd70e5de", "lsp": "d672bc201eb49484", "ops": "af139f3a9efe5434"}
+    # ... across versions too: the official defaults of 0.2 (issue 18) rename the poisons they change, and asking for the
+    # earlier algorithm by its parameters finds the names poisons made before had (a new parameter at its default renames nothing)
+    assert {c.attack: c.poison.id for c in cells if c.poison} == {"em": "115391c8f7be106c", "lsp": "b4dceac92ab40dba", "ops": "af9181e368b071d0"}
+    earlier = dataclasses.replace(spec, attacks=[("em", "em", {"max_rounds": 2, "delta_init": "uniform", "grad_clip": 0.0}),
+                                                 ("lsp", "lsp", {"rounding": "trunc"}), ("ops", "ops", {"score": "channel-sum"})])
+    assert {c.attack: c.poison.id for c in expand(earlier) if c.poison} == {"em": "246a2cd1bd70e5de", "lsp": "d672bc201eb49484", "ops": "af139f3a9efe5434"}
     assert main(["sweep", "init"]) == 0 and "[attacks.em]" in capsys.readouterr().out
     assert main(["sweep", "plan", str(EXAMPLE_SPEC)]) == 0
     assert "poison" in capsys.readouterr().out

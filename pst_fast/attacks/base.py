@@ -27,6 +27,7 @@ class AttackSpec:
     summary: str
     reference: str
     tree: Callable | None = None  # tree(split, image_size, params, seed, device, progress) -> (int8 δ, info) on an ImageFolder split
+    fidelity: str = ""            # which defaults follow the official code (repository @ commit read) and which options do not
 
     def budget(self, params) -> float | None:
         return getattr(params, "eps", None)

@@ -3,11 +3,13 @@ fully resolved configuration (so a rerun, or another spec asking for the same th
 
 A poison artifact is (dataset, attack, all its parameters, poison seed): generated once, reused by every cell
 on it. A cell is one training run: (data, model, seed, defense with its parameters, training options, SAL).
-With metric "ud", the cells of the ``ud_defenses`` measure fast SAL and UD compares them to the clean
-standard-training cell of their dataset, model and seed — added as a reference when the grid lacks it.
+With metric "ud", the cells of the ``ud_defenses`` measure SAL (the spec's ``sal`` mode) and UD compares each with
+the clean cell of its dataset, model and seed trained with its own defense (``ud_reference = "same-defense"``, as
+the official UD code) or with standard training (``"standard"``) — added as a reference when the grid lacks it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -50,7 +52,11 @@ class Cell:
         return content_id({"kind": "cell", "data": self.poison.id if self.poison else self.dataset, "train": dict(self.train)})
 
     def config(self) -> dict:
-        return dict(self.train)
+        """The cell's TrainConfig options (``train`` less what its identity derives from them, e.g. ``defense_params``)."""
+        from ..training.config import TrainConfig
+
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        return {k: v for k, v in self.train if k in names}
 
 
 def _train_options(spec: Spec, model: str, seed: int, defense: str, params: dict, sal: bool) -> tuple:
@@ -58,7 +64,7 @@ def _train_options(spec: Spec, model: str, seed: int, defense: str, params: dict
 
     cfg = TrainConfig(**spec.train, model=model, seed=seed, defense=defense, quiet=True,
                       defense_args=",".join(f"{k}={v}" for k, v in sorted(params.items())),
-                      sal="fast" if sal else "", sal_args=spec.sal_args if sal else "")
+                      sal=spec.sal if sal else "", sal_args=spec.sal_args if sal else "")
     return tuple(sorted(cfg.identity().items()))
 
 
@@ -89,20 +95,28 @@ def expand(spec: Spec) -> list[Cell]:
         seen[c.id] = c
     if "ud" in spec.metrics:
         have = {c.id for c in cells}
+        references = [("standard", "standard", {})] if spec.ud_reference == "standard" else \
+            [d for d in spec.defenses if d[0] in spec.ud_defenses]
         for dataset in spec.datasets:
-            for model in spec.models:
-                for seed in spec.seeds:
-                    ref = Cell(dataset, CLEAN, "standard", model, seed, None, _train_options(spec, model, seed, "standard", {}, True), reference=True)
-                    if ref.id not in have:
-                        have.add(ref.id)
-                        cells.append(ref)
+            for d_alias, d_name, d_params in references:
+                for model in spec.models:
+                    for seed in spec.seeds:
+                        ref = Cell(dataset, CLEAN, d_alias, model, seed, None, _train_options(spec, model, seed, d_name, d_params, True),
+                                   reference=True)
+                        if ref.id not in have:
+                            have.add(ref.id)
+                            cells.append(ref)
     return cells
 
 
-def reference_of(cell: Cell, cells: list[Cell]) -> Cell | None:
-    """The clean standard-training cell with SAL that UD compares ``cell`` with (same dataset, model, seed)."""
+def reference_of(cell: Cell, cells: list[Cell], ud_reference: str = "same-defense") -> Cell | None:
+    """The clean cell with SAL that UD compares ``cell`` with: same dataset, model and seed, trained with ``cell``'s defense
+    (``ud_reference`` 'same-defense') or with standard training ('standard')."""
+    mine = dict(cell.train)
+    want = (mine["defense"], mine["defense_args"]) if ud_reference == "same-defense" else ("standard", "")
     for c in cells:
-        if c.poison is None and dict(c.train)["defense"] == "standard" and not dict(c.train)["defense_args"] and dict(c.train)["sal"] \
+        theirs = dict(c.train)
+        if c.poison is None and (theirs["defense"], theirs["defense_args"]) == want and theirs["sal"] \
                 and (c.dataset, c.model, c.seed) == (cell.dataset, cell.model, cell.seed):
             return c
     return None
@@ -121,8 +135,8 @@ def plan_text(spec: Spec, cells: list[Cell]) -> str:
         reuse = []
         if c.poison:
             reuse.append(f"poison {c.poison.id} (shared by {len(poisons[c.poison.id])} cells)")
-        if dict(c.train)["sal"] and not (c.poison is None and c.defense == "standard"):
-            ref = reference_of(c, cells)
+        if dict(c.train)["sal"] and not (c.poison is None and (spec.ud_reference == "same-defense" or c.defense == "standard")):
+            ref = reference_of(c, cells, spec.ud_reference)
             reuse.append(f"clean reference {ref.id}" if ref else "no clean reference")
         tag = " [UD reference]" if c.reference else ""
         lines.append(printable(f"{c.id:<17} {c.dataset[-14:]:<14} {c.attack:<10} {c.defense:<12} {c.model:<10} {c.seed:>4}  "
@@ -147,6 +161,7 @@ def intro_text(spec: Spec, cells: list[Cell]) -> str:
             lines.append(printable(f"  {title if i == 0 else '':<9} {alias}: {describe(name)}{args(params)}"))
     if "ud" in spec.metrics:
         refs = sum(c.reference for c in cells)
+        against = "clean data with the same training" if spec.ud_reference == "same-defense" else "clean standard training"
         lines.append(f"  {'metrics':<9} clean test accuracy; UD of {', '.join(spec.ud_defenses)} training on each poison against "
-                     f"clean data (fast SAL{f'; {refs} clean reference run' + ('s' if refs > 1 else '') + ' added' if refs else ''})")
+                     f"{against} ({spec.sal} SAL{f'; {refs} clean reference run' + ('s' if refs > 1 else '') + ' added' if refs else ''})")
     return "\n".join(lines)

@@ -207,24 +207,25 @@ def _run_locked(spec: Spec, db, workdir, workers, retry_failed: bool, progress: 
                     say(f"{_name(what)}: {100 * summary['final_test_acc']:.1f}% clean test accuracy ({summary['wall_seconds'] / 60:.1f} min)")
     bar.close()
     if "ud" in spec.metrics:
-        _fill_ud(store, cells)
+        _fill_ud(store, cells, spec.ud_reference)
     return store
 
 
-def _fill_ud(store: Store, cells: list[Cell]) -> None:
-    """UD of every finished cell against its finished clean reference (1.0 for the reference itself)."""
+def _fill_ud(store: Store, cells: list[Cell], ud_reference: str) -> None:
+    """UD of every finished cell against its finished clean reference (``ud_reference``: see :func:`reference_of`;
+    1.0 for the reference itself)."""
     from ..metrics.ud import unlearnable_distance
 
     rows = {r["id"]: r for r in store.cells()}
     for c in cells:
         if not dict(c.train)["sal"]:
             continue
-        ref = reference_of(c, cells)
+        ref = reference_of(c, cells, ud_reference)
         row, ref_row = rows.get(c.id), rows.get(ref.id) if ref else None
         if not (row and ref_row and row["status"] == ref_row["status"] == "done"):
             continue
         try:
-            rep = unlearnable_distance(ref_row["run_dir"], [row["run_dir"]])
+            rep = unlearnable_distance(ref_row["run_dir"], [row["run_dir"]], ud_reference)
         except PstFastError as e:
             store.note_error(c.id, f"UD: {e}")
             continue

@@ -2,10 +2,14 @@
 budget, the metrics and the resources. It is parsed and checked whole before anything runs; every error is
 one line naming the spec's line and key.
 
-    [sweep]            name, datasets, models, seeds, metrics ("accuracy" always; "ud" adds fast SAL to every
-                       cell and a shared clean reference run per dataset, model and seed), ud_defenses (the
-                       defenses whose cells measure UD; default all), sal_args (fast-SAL knobs), poison_seed
-    [train]            TrainConfig options for every cell (epochs, batch_size, lr, ...)
+    [sweep]            name, datasets, models, seeds, metrics ("accuracy" always; "ud" adds SAL to every
+                       cell and a shared clean reference run per dataset, model, seed and defense), ud_defenses (the
+                       defenses whose cells measure UD; default all), ud_reference ("same-defense": each defended cell
+                       against the clean run trained with its defense, as the official UD code; "standard": against
+                       the clean run of standard training), sal ("fast" or "exact"; default fast, or the protocol's),
+                       sal_args (SAL knobs), poison_seed
+    [train]            TrainConfig options for every cell (epochs, batch_size, lr, ..., protocol: a preset whose
+                       values the other keys override)
     [attacks.NAME]     one attack of the grid; its keys are the attack's parameters. NAME is the attack
                        ('pst-fast attacks'), or an alias with attack = "em"; [attacks.clean] is the clean data
     [defenses.NAME]    one defense; its keys are the defense's parameters ('pst-fast defenses'), or an alias
@@ -27,7 +31,9 @@ from ..options import check, check_field
 
 TOP = {"sweep", "train", "attacks", "defenses", "resources"}
 SWEEP_KEYS = {"name": (str, {}), "datasets": (list, {}), "models": (list, {}), "seeds": (list, {}), "metrics": (list, {}),
-              "poison_seed": (int, {"ge": 0}), "ud_defenses": (list, {}), "sal_args": (str, {})}
+              "poison_seed": (int, {"ge": 0}), "ud_defenses": (list, {}), "ud_reference": (str, {}), "sal": (str, {}),
+              "sal_args": (str, {})}
+UD_REFERENCES = ("same-defense", "standard")
 RESOURCE_KEYS = {"workers": (int, {"ge": 1}), "threads": (int, {"ge": 1}), "device": (str, {}), "gpus_per_cell": (float, {"ge": 0})}
 METRICS = ("accuracy", "ud")
 CLEAN = "clean"
@@ -50,6 +56,8 @@ class Spec:
     defenses: list[tuple[str, str, dict]]
     resources: dict = field(default_factory=dict)
     path: str = ""
+    ud_reference: str = "same-defense"
+    sal: str = "fast"
 
 
 class SpecError(PstFastError):
@@ -174,10 +182,22 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
             _fail(path, text, "train", k, "not a training option a sweep sets ('pst-fast train --help'; data, model, seed, "
                   "defense and SAL come from the grid)" if k in tfields else "unknown training option ('pst-fast train --help')")
         _checked(path, text, "train", k, check_field, tfields[k], v, k)
+    from ..training.protocols import with_protocol
+
     try:
-        TrainConfig(**train).validate()
+        preset = with_protocol(train)
+        TrainConfig(**preset).validate()
     except PstFastError as e:
         _fail(path, text, "train", None, str(e))
+    sal_mode = sweep.get("sal", preset.get("sal") or "fast")  # SAL comes from the grid, its mode from [sweep] or the protocol
+    if "model" in preset and "models" not in sweep:  # the models too: the protocol's unless [sweep] models says
+        models = [preset["model"]]
+    train = {k: v for k, v in preset.items() if k not in ("sal", "sal_args", "model")}
+    if sal_mode not in ("fast", "exact"):
+        _fail(path, text, "sweep", "sal", f"expected fast or exact, got {sal_mode!r}")
+    ud_reference = sweep.get("ud_reference", UD_REFERENCES[0])
+    if ud_reference not in UD_REFERENCES:
+        _fail(path, text, "sweep", "ud_reference", f"expected one of {', '.join(UD_REFERENCES)}, got {ud_reference!r}")
 
     from ..attacks.base import params_from
     from ..options import identity
@@ -234,8 +254,8 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         from ..metrics.sal import parse_sal_config
 
         try:
-            parse_sal_config("fast", sal_args)
+            parse_sal_config(sal_mode, sal_args)
         except PstFastError as e:
             _fail(path, text, "sweep", "sal_args", str(e))
     return Spec(sweep.get("name", Path(path).stem), datasets, models, seeds, metrics, sweep.get("poison_seed", 0), ud_defenses,
-                sal_args, train, attacks, defenses, resources, path)
+                sal_args, train, attacks, defenses, resources, path, ud_reference, sal_mode)

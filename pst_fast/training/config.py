@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, fields
 
 from ..errors import PstFastError
-from ..options import check_fields, identity, opt
+from ..options import check_fields, identity, named_args, opt
 
 
 @dataclass
@@ -28,7 +28,8 @@ class TrainConfig:
     batch_size: int = opt(128, "training batch size", ge=1)
     optimizer: str = opt("auto", "sgd (nesterov) or adamw; auto = adamw for ViTs, sgd otherwise", ("auto", "sgd", "adamw"))
     lr: float = opt(0.0, "peak learning rate; 0 = default of the optimizer (sgd 0.1, adamw 1e-3)", ge=0)
-    momentum: float = opt(0.9, "SGD momentum (nesterov)", ge=0, lt=1)
+    momentum: float = opt(0.9, "SGD momentum", ge=0, lt=1)
+    nesterov: bool = opt(True, "SGD with Nesterov momentum (pst_fast's default; the official UD protocol uses plain momentum)", later=True)
     weight_decay: float = opt(5e-4, "weight decay (decoupled for adamw; 0.05 is typical there)", ge=0)
     schedule: str = opt("cosine", "learning-rate schedule after warm-up", ("cosine", "onecycle", "constant"))
     warmup_epochs: float = opt(1.0, "linear warm-up length in epochs (may be fractional)", ge=0)
@@ -56,9 +57,11 @@ class TrainConfig:
     tensorboard: str = opt("", "also write TensorBoard event files of every epoch to this directory (scalars: accuracies, "
                            "losses, per-layer SAL, PST's detector values; text: stage changes); empty = none")
     keep_checkpoints: bool = opt(False, "also keep every epoch's weights as epochs/NNNN.pt (SAL afterwards: 'pst-fast sal RUN')")
+    protocol: str = opt("", "a named preset of the options above, which explicit options override: official-ud = the UD paper's "
+                        "training (docs/metrics.md)", ("", "official-ud"), later=True)
 
-    # options that do not change what a run computes (a resumed run may change them)
-    VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints", "tensorboard")
+    # options that do not change what a run computes (a resumed run may change them); a protocol is its resolved options
+    VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints", "tensorboard", "protocol")
 
     def validate(self) -> "TrainConfig":
         """Every option checked by :func:`pst_fast.options.check_fields` (type, choices, finite, range), then the SAL arguments."""
@@ -80,8 +83,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict:
-        """The options that determine the computation (compared when a run directory is reused)."""
-        return identity(self, self.VOLATILE)
+        """The options that determine the computation (compared when a run directory is reused), with the defense's and
+        SAL's parameters whose default changed after records were first named (see :func:`pst_fast.options.named_args`)."""
+        from ..defenses import DEFENSE_PARAMS
+        from ..metrics.sal import SALConfig
+
+        named = {"defense_params": named_args(self.defense_args, DEFENSE_PARAMS[self.defense], "--defense-args")
+                 if self.defense in DEFENSE_PARAMS else {},
+                 "sal_params": named_args(self.sal_args, SALConfig, "--sal-args") if self.sal else {}}
+        return identity(self, self.VOLATILE) | {k: v for k, v in named.items() if v}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

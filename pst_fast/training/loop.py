@@ -133,9 +133,12 @@ def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> tor
 def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns the summary (also written to ``cfg.out``/summary.json).
 
-    Keyword ``options`` override fields of ``cfg`` (``train(model="resnet18", epochs=30)``).
+    Keyword ``options`` override fields of ``cfg`` (``train(model="resnet18", epochs=30)``); a ``protocol`` among them
+    fills in its preset where the others do not say (``train(protocol="official-ud", model="fastnet")``).
     """
-    cfg = dataclasses.replace(cfg or TrainConfig(), **options).validate()
+    from .protocols import with_protocol
+
+    cfg = dataclasses.replace(cfg or TrainConfig(), **with_protocol(options)).validate()
     device = resolve_device(cfg.device)
     run = RunDir(cfg.out, cfg)
     run.check()
@@ -194,8 +197,9 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         loader.set_epoch(epoch)
         model.train()
         loss_sum = torch.zeros((), device=device)
+        ce_sum = torch.zeros((), device=device)  # plain cross-entropy of the training logits (SAL's L₀ without smoothing)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
+        seen = ce_seen = 0
         t0 = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=cfg.quiet, unit="batch")
         for x, y, idx in bar:
@@ -219,6 +223,8 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
             loss_sum += state.loss * len(y)
             if state.logits is not None:
                 correct += (state.logits.argmax(1) == y).sum()
+                ce_sum += F.cross_entropy(state.logits.detach().float(), y, reduction="sum")
+                ce_seen += len(y)
             seen += len(y)
             for h in hooks.on_step:
                 h(state)
@@ -230,6 +236,8 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         train_seconds += epoch_seconds
         line = {"epoch": epoch, "step": state.step, "lr": peak_lr * factor, "train_loss": loss_sum.item() / seen,
                 "train_acc": correct.item() / seen, "epoch_seconds": epoch_seconds, "images_per_second": seen / epoch_seconds}
+        if ce_seen:
+            line["train_ce"] = ce_sum.item() / ce_seen
         last = epoch == cfg.epochs - 1 or (cfg.max_steps and state.step >= cfg.max_steps)
         if (epoch + 1) % cfg.eval_every == 0 or last:
             line[f"{ev}_loss"], line[f"{ev}_acc"] = evaluate(fwd, test_loader, amp)
