@@ -108,7 +108,6 @@ def test_tensorboard_export_reads_back_with_tensorboards_reader(sweep, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="needs issue 19's io.py umask fix (atomic writes create 0600 files)")
 def test_site_files_are_readable_by_others_under_umask_022(sweep, tmp_path):
     from pst_fast.sweep.report import write_report
 
