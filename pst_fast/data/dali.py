@@ -51,7 +51,12 @@ class DaliLoader(FolderLoader):
         views = plan.views
 
         def feed(info):  # the reader pads a shard's last batch with its last image: so does the feed
-            v = views[min(info.iteration, len(views) - 1)]
+            if info.iteration >= len(views):
+                # The plan is over: end DALI's epoch here. Fed on, the prefetched iterations would pair the reader's next
+                # files (the start of the file list again) with boxes of other images: an ROI outside a smaller image made
+                # the CPU resize read out of bounds (a segmentation fault on ImageNet JPEGs of mixed sizes).
+                raise StopIteration
+            v = views[info.iteration]
             take = np.minimum(np.arange(b), len(v.idx) - 1)
             out = (v.boxes[take, :2], v.boxes[take, 2:], v.flips[take].astype(np.int32))
             return out if self.delta is None else (*out, self.delta_rows(v.idx[take]))
