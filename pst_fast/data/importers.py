@@ -1,10 +1,12 @@
-"""Importers: an image folder (directory or tar), CIFAR-10/100 python batches or an ``.npz`` -> canonical splits.
+"""Importers: an image folder (directory or tar), CIFAR-10/100 python batches, SVHN ``.mat`` files or an ``.npz`` -> canonical splits.
 
 ``import_source(src, out)`` detects the kind of ``src`` and writes ``out/train`` (and ``out/test`` when the
 source has one) atomically. Image folders are laid out ``[wrapper/][train|test/]<class>/<image>``; classes
 are sorted as strings and recorded in ``meta['classes']``, files are read in name order, so an import is
 deterministic. Archives are read in one sequential pass without extracting anything to disk; images are
-decoded on a thread pool straight into one preallocated (N, H, W, 3) uint8 array.
+decoded on a thread pool straight into one preallocated (N, H, W, 3) uint8 array; with ``image_size`` S each image is first
+cut to the centred square of its short side and resized to S x S (:func:`square_view`), so folders of mixed sizes (ImageNet)
+become a canonical S-px dataset.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from .format import ImageDataset, channel_stats, read_dataset, write_dataset
+from .matfile import read_arrays
 from .safe_pickle import brief, safe_load
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -33,6 +36,7 @@ CIFAR = {
     "cifar100": {"train": ["train"], "test": ["test"], "meta": "meta", "labels": "fine_labels", "names": "fine_label_names"},
 }
 CIFAR_FILES = {f for lay in CIFAR.values() for f in (*lay["train"], *lay["test"], lay["meta"])}
+SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}  # SVHN format 2 (cropped digits); extra_32x32.mat is not read
 
 # A listing of a source: relative posix path -> file contents (archive) or file path (directory).
 Files = dict[str, bytes | Path]
@@ -148,15 +152,30 @@ def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     return None
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """The bytes of one image file -> (H, W, 3) uint8 RGB.
+def square_view(im, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 RGB of the PIL image ``im``: the centred square of its short side, resized (bilinear, antialiased
+    when shrinking, as the folder loaders resize)."""
+    from PIL import Image
 
-    Fast path for 3-channel JPEG bytes: libjpeg through ``Image.frombytes(..., "jpeg")`` with the size read
-    from the header, skipping PIL's Python marker parsing (half the time for a 32x32 image; the result is
+    w, h = im.size
+    side = min(w, h)
+    x0, y0 = (w - side) // 2, (h - side) // 2
+    rgb = im if im.mode == "RGB" else im.convert("RGB")
+    return np.asarray(rgb.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + side, y0 + side)))
+
+
+def decode_image(data: bytes, image_size: int = 0) -> np.ndarray:
+    """The bytes of one image file -> (H, W, 3) uint8 RGB, or (S, S, 3) through :func:`square_view` when ``image_size`` S > 0.
+
+    Fast path for 3-channel JPEG bytes at their own size: libjpeg through ``Image.frombytes(..., "jpeg")`` with the size
+    read from the header, skipping PIL's Python marker parsing (half the time for a 32x32 image; the result is
     identical). Anything else, or anything the fast path rejects, goes through ``Image.open``.
     """
     from PIL import Image
 
+    if image_size:
+        with Image.open(io.BytesIO(data)) as im:
+            return square_view(im, image_size)
     if (head := jpeg_header(data)) is not None and head[2] == 3:
         try:
             return np.asarray(Image.frombytes("RGB", (head[1], head[0]), data, "jpeg", "RGB", ""))
@@ -167,16 +186,17 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def decode_files(src: Path, split: str, items: list[tuple[str, bytes | Path]], workers: int | None, progress: bool,
-                 on_bad_image: str) -> tuple[np.ndarray, np.ndarray]:
+                 on_bad_image: str, image_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Decode ``items`` (name under ``src``, bytes or path) in order into (N, H, W, 3) uint8 on a thread pool, all of
-    the first readable image's size; returns (images, mask of skipped items). ``split`` labels the progress bar."""
+    the first readable image's size (or S x S views with ``image_size`` S); returns (images, mask of skipped items).
+    ``split`` labels the progress bar."""
     n = len(items)
     skipped = np.zeros(n, bool)
     wrong: dict[int, tuple] = {}
 
     def one(i: int) -> np.ndarray | None:
         try:
-            return decode_image(_content(items[i][1]))
+            return decode_image(_content(items[i][1]), image_size)
         except Exception as e:  # PIL raises many types for corrupt data
             if on_bad_image == "fail":
                 raise DataError(f"{src}/{items[i][0]}: unreadable image ({type(e).__name__}: {brief(e)})") from None
@@ -215,11 +235,12 @@ def decode_files(src: Path, split: str, items: list[tuple[str, bytes | Path]], w
     if wrong:
         i = min(wrong)
         (h, w), (eh, ew) = wrong[i][:2], images.shape[1:3]
-        raise DataError(f"{src}/{items[i][0]}: image size {w}x{h} differs from {ew}x{eh} of {items[first][0]}; resize the images first")
+        raise DataError(f"{src}/{items[i][0]}: image size {w}x{h} differs from {ew}x{eh} of {items[first][0]}; "
+                        "--image-size S imports centred S x S views of images of mixed sizes")
     return images, skipped
 
 
-def _import_folder(src: Path, files: Files, dirs: set[str], workers, progress, on_bad_image) -> dict[str, tuple]:
+def _import_folder(src: Path, files: Files, dirs: set[str], workers, progress, on_bad_image, image_size: int = 0) -> dict[str, tuple]:
     layout = _layout(src, files, dirs)
     classes = sorted(layout.get("train") or layout["test"])
     for split, by_class in layout.items():
@@ -233,7 +254,7 @@ def _import_folder(src: Path, files: Files, dirs: set[str], workers, progress, o
         for label, cls in enumerate(classes):
             items += [(k, files[k]) for k in layout[split][cls]]
             labels += [label] * len(layout[split][cls])
-        images, skipped = decode_files(src, split, items, workers, progress, on_bad_image)
+        images, skipped = decode_files(src, split, items, workers, progress, on_bad_image, image_size)
         labels = np.asarray(labels, np.int64)
         if skipped.any():
             images, labels = images[~skipped], labels[~skipped]
@@ -284,6 +305,36 @@ def _import_cifar(src: Path, kind: str, by_name: dict[str, bytes | Path]) -> dic
     return result
 
 
+# ---------------------------------------------------------------- SVHN .mat files
+
+def _svhn_files(src: Path) -> dict[str, Path] | None:
+    """{split: .mat file} when ``src`` is SVHN as distributed: a directory holding train_32x32.mat and/or test_32x32.mat, or
+    one ``.mat`` file (its split from its name: test_* is test, anything else train)."""
+    if src.is_dir():
+        return {split: src / name for split, name in SVHN_FILES.items() if (src / name).is_file()} or None
+    if src.is_file() and src.suffix.lower() == ".mat":
+        return {"test" if src.name.lower().startswith("test") else "train": src}
+    return None
+
+
+def _import_svhn(files: dict[str, Path]) -> dict[str, tuple]:
+    """SVHN's X (H, W, C, N) uint8 and y (N, 1), label 10 meaning the digit 0 (as torchvision maps it) -> classes '0'..'9'."""
+    result = {}
+    for split, path in files.items():
+        arrays = read_arrays(path, ("X", "y"))
+        if set(arrays) != {"X", "y"}:
+            raise DataError(f"{path}: expected SVHN's variables X and y, found {', '.join(sorted(arrays)) or 'neither'}")
+        x, y = arrays["X"], arrays["y"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[2] not in (1, 3) or y.size != x.shape[3] or (y.ndim == 2 and 1 not in y.shape):
+            raise DataError(f"{path}: expected X uint8 (H, W, C, N) with 1 or 3 channels and y of N labels, got X {x.dtype} {x.shape}, y {y.shape}")
+        y = y.reshape(-1)
+        if len(y) and (not np.array_equal(y, np.round(y)) or y.min() < 1 or y.max() > 10):
+            raise DataError(f"{path}: y must hold the digits' labels 1..10 (10 = the digit 0), found values in [{y.min()}, {y.max()}]")
+        labels = np.where(y == 10, 0, y).astype(np.int64)
+        result[split] = (np.ascontiguousarray(x.transpose(3, 0, 1, 2)), labels, {"classes": [str(d) for d in range(10)]})
+    return result
+
+
 # ---------------------------------------------------------------- .npz
 
 def _nhwc(x: np.ndarray, where: str) -> np.ndarray:
@@ -330,20 +381,22 @@ def _check_labels(y: np.ndarray, k: int, where: str) -> None:
 
 def _stem(src: Path) -> str:
     name = src.name
-    for suffix in (".tar.gz", ".tgz", ".tar", ".npz"):
+    for suffix in (".tar.gz", ".tgz", ".tar", ".npz", ".mat"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
 
 def import_source(src, out, *, name: str | None = None, workers: int | None = None, progress: bool = True,
-                  on_bad_image: str = "fail") -> dict[str, ImageDataset]:
+                  on_bad_image: str = "fail", image_size: int = 0) -> dict[str, ImageDataset]:
     """Import ``src`` into ``out/<split>`` in the canonical format; returns the written splits (memory-mapped).
 
-    ``src``: an image folder or a .tar/.tar.gz/.tgz of one, CIFAR-10/100 python batches (directory or .tar.gz)
-    or an .npz with x, y (and x_test, y_test, classes). ``workers`` threads decode images (default: the CPU
-    count, at most 8). ``on_bad_image``: 'fail' raises on an unreadable image, 'skip' leaves it out and lists it
-    in ``meta['skipped']``. Every split is normalized with the training split's mean/std.
+    ``src``: an image folder or a .tar/.tar.gz/.tgz of one, CIFAR-10/100 python batches (directory or .tar.gz),
+    SVHN's train_32x32.mat / test_32x32.mat (a directory of them or one file) or an .npz with x, y (and x_test,
+    y_test, classes). ``workers`` threads decode images (default: the CPU count, at most 8). ``on_bad_image``: 'fail'
+    raises on an unreadable image, 'skip' leaves it out and lists it in ``meta['skipped']``. ``image_size`` S > 0 (image
+    folders only) stores the centred square of each image's short side resized to S x S. Every split is normalized
+    with the training split's mean/std.
     """
     src, out = Path(src).expanduser(), Path(out).expanduser()
     if on_bad_image not in ("fail", "skip"):
@@ -354,7 +407,14 @@ def import_source(src, out, *, name: str | None = None, workers: int | None = No
         raise DataError(f"{src}: no such file or directory")
     if out.exists():
         raise DataError(f"{out}: output directory exists (choose another --out or remove it)")
-    if src.is_file() and src.suffix.lower() == ".npz":
+    if image_size < 0:
+        raise DataError(f"--image-size {image_size}: expected a side in pixels (0 = the images' own size)")
+    svhn = _svhn_files(src)
+    if image_size and (svhn or src.suffix.lower() == ".npz"):
+        raise DataError(f"--image-size {image_size}: applies to image folders; {src} holds arrays of one size")
+    if svhn is not None:
+        kind, splits = "svhn", _import_svhn(svhn)
+    elif src.is_file() and src.suffix.lower() == ".npz":
         kind, splits = "npz", _import_npz(src)
     else:
         if src.is_dir():
@@ -362,14 +422,18 @@ def import_source(src, out, *, name: str | None = None, workers: int | None = No
         elif tarfile.is_tarfile(src):
             files, dirs = _list_tar(src, progress)
         else:
-            raise DataError(f"{src}: unrecognized source (expected an image folder, a .tar/.tar.gz of one, CIFAR batches or an .npz)")
+            raise DataError(f"{src}: unrecognized source (expected an image folder, a .tar/.tar.gz of one, CIFAR batches, SVHN .mat files or an .npz)")
         cifar = _cifar_kind(files)
         if cifar is not None:
+            if image_size:
+                raise DataError(f"--image-size {image_size}: applies to image folders; {src} holds CIFAR batches of one size")
             kind, splits = cifar[0], _import_cifar(src, *cifar)
         else:
             kind = "imagefolder"
-            splits = _import_folder(src, files, dirs, workers, progress, on_bad_image)
+            splits = _import_folder(src, files, dirs, workers, progress, on_bad_image, image_size)
     base = {"name": name or _stem(src), "source": str(src.resolve()), "source_kind": kind}
+    if image_size:
+        base["resized"] = {"image_size": image_size, "view": "centred square of the short side", "filter": "bilinear, antialiased (Pillow)"}
     if "train" in splits:  # every split is normalized with the training statistics
         base["mean"], base["std"] = channel_stats(splits["train"][0])
     out.parent.mkdir(parents=True, exist_ok=True)
