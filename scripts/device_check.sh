@@ -9,10 +9,11 @@
 set -euo pipefail
 out=${1:?usage: scripts/device_check.sh OUT [--only a,b] [--mode auto|cuda|cpu] [--budget SECONDS]}
 shift
+mkdir -p "$out" && out=$(cd "$out" && pwd)  # OUT is relative to the caller's directory
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-mkdir -p "$out"
 start=$(date +%s)
+export PST_FAST_CHECK_START=$start  # the checks' time budget counts from here
 if [ "${PST_FAST_INSTALL:-1}" != 0 ]; then
     "$python" -m pip install -q --no-deps --no-build-isolation -e . > "$out/install.log" 2>&1 \
         || { tail -20 "$out/install.log"; echo "device_check: pip install -e . failed (log: $out/install.log)" >&2; exit 2; }
