@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Attack parameters are options too: 'pst-fast poison --attack em --attack-help' lists them.")
     po.add_argument("--attack", required=True, help="attack name ('pst-fast attacks' lists them)")
     po.add_argument("--data", default="cifar10-mini", help="clean dataset: registered name or directory; an ImageFolder tree "
-                    "(em, em-class) gives a poison directory for 'train --data TREE --poison OUT'")
+                    "(em, em-class and the model-free attacks lsp, ops, ar, cuda, random, random-class, region) gives a poison "
+                    "directory for 'train --data TREE --poison OUT'")
     po.add_argument("--image-size", type=int, default=0, help="ImageFolder tree: the training resolution of δ in px (0 = native)")
     po.add_argument("--out", help="output directory (must not exist); required unless --attack-help")
     po.add_argument("--seed", type=int, default=0, help="seed of every random draw of the attack")
