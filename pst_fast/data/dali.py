@@ -49,10 +49,7 @@ class DaliLoader(FolderLoader):
         gpu, s, views = self.device_id is not None, self.image_size, plan.views
 
         def feed(info):
-            if info.iteration >= len(views):
-                # The plan is over: end DALI's epoch, so that no prefetched iteration runs past it. (When a file reader
-                # fed the bytes, such iterations paired its next files with other images' boxes: an ROI outside a smaller
-                # image made the CPU resize read out of bounds, a segmentation fault on ImageNet JPEGs of mixed sizes.)
+            if info.iteration >= len(views):  # the plan is over: end DALI's epoch, no prefetched iteration runs past it
                 raise StopIteration
             v = views[info.iteration]
             box = np.ascontiguousarray
