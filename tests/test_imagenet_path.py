@@ -93,3 +93,4 @@ def test_a_32px_model_at_imagenet_resolution_is_warned(tree, capsys):
                      "--epochs", "1", "--eval-batch-size", "12", "--loader", "fallback", "--quiet"]) == 0
         lines = [l for l in capsys.readouterr().err.splitlines() if "warning" in l]
         assert len(lines) == 1 and f"--model {model} is built for 32-px inputs" in lines[0] and variant in lines[0], lines
+
