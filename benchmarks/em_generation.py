@@ -29,10 +29,7 @@ from pst_fast.benchmark import Entry, Peaks, entry, matmul_peak_gflops, measure,
 from pst_fast.data.format import ImageDataset
 from pst_fast.models import create_model
 from pst_fast.models.flops import count_flops
-
-CPU_ONLY = True  # pst-fast bench measures this on the CPU on every machine
-# (the official loop's per-sample DataLoader and host noise bank are CPU code)
-
+from pst_fast.training.loop import amp_enabled
 
 class PerSample(torch.utils.data.Dataset):
     """What torchvision's CIFAR10 + ToTensor hands the official loop: one float CHW image at a time."""
@@ -73,8 +70,9 @@ def official_min_min(model, images, labels, noise, p: EMParams):
     return eta
 
 
-def official_round(model, opt, loader, noise, p: EMParams):
-    """One round of the official sample-wise loop: M train steps, the sweep, the stop-condition pass."""
+def official_round(model, opt, loader, noise, p: EMParams, device="cpu"):
+    """One round of the official sample-wise loop: M train steps, the sweep, the stop-condition pass. As the official code,
+    the noise bank stays on the host and each batch moves to ``device`` after its noise is added."""
     it, idx = iter(loader), 0
     model.train()
     for _ in range(p.train_steps):
@@ -86,6 +84,7 @@ def official_round(model, opt, loader, noise, p: EMParams):
         for i in range(len(images)):  # per-sample bookkeeping, δ on the host
             images[i] += noise[idx]
             idx += 1
+        images, labels = images.to(device), labels.to(device)
         loss = F.cross_entropy(model(images.clamp(0, 1)), labels)
         opt.zero_grad()
         loss.backward()
@@ -93,8 +92,8 @@ def official_round(model, opt, loader, noise, p: EMParams):
     model.eval()
     idx = 0
     for images, labels in loader:
-        batch_noise = torch.stack([noise[idx + i] for i in range(len(images))])
-        eta = official_min_min(model, images, labels, batch_noise, p)
+        batch_noise = torch.stack([noise[idx + i] for i in range(len(images))]).to(device)
+        eta = official_min_min(model, images.to(device), labels.to(device), batch_noise, p)
         for delta in eta:
             noise[idx] = delta.clone().detach().cpu()
             idx += 1
@@ -104,7 +103,7 @@ def official_round(model, opt, loader, noise, p: EMParams):
             for i in range(len(images)):
                 images[i] += noise[idx]
                 idx += 1
-            correct += int((model(images.clamp(0, 1)).argmax(1) == labels).sum())
+            correct += int((model(images.to(device).clamp(0, 1)).argmax(1) == labels.to(device)).sum())
     return correct / len(noise)
 
 
@@ -115,28 +114,35 @@ def load_subset(name: str, n: int) -> tuple[ImageDataset, ImageDataset]:
     return full, ImageDataset(np.asarray(full.images)[pick], np.asarray(full.labels)[pick], full.meta, path=full.path)
 
 
-def time_rounds(full: ImageDataset, sub: ImageDataset, p: EMParams, n: int, repeat: int):
-    """(official round, engine round, FLOPs per round): one EM round over ``sub`` each way."""
+def time_rounds(full: ImageDataset, sub: ImageDataset, p: EMParams, n: int, repeat: int, device="cpu"):
+    """(official round, engine round, FLOPs per round): one EM round over ``sub`` each way on ``device`` (the official loop in
+    float32 as published; the engine with ``p.amp``)."""
     fwd = count_flops(create_model(p.model, num_classes=full.num_classes), 32)
     loader = torch.utils.data.DataLoader(PerSample(sub.images, sub.labels), batch_size=p.batch_size, shuffle=False)
-    base_round_model = Normalized(create_model(p.model, num_classes=full.num_classes), full.meta["mean"], full.meta["std"])
+    base_round_model = Normalized(create_model(p.model, num_classes=full.num_classes), full.meta["mean"], full.meta["std"]).to(device)
     base_opt = torch.optim.SGD(base_round_model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
     noise = [(torch.rand(3, 32, 32) * 2 - 1) * p.eps for _ in range(n)]
-    r_base = measure(lambda: official_round(base_round_model, base_opt, loader, noise, p), repeat=repeat, warmup=0)
-    r_fast = measure(lambda: error_minimizing(sub, p, seed=0, progress=False), repeat=repeat, warmup=1)
+    r_base = measure(lambda: official_round(base_round_model, base_opt, loader, noise, p, device), repeat=repeat, warmup=0, device=device)
+    r_fast = measure(lambda: error_minimizing(sub, p, seed=0, device=device, progress=False), repeat=repeat, warmup=1, device=device)
     return r_base, r_fast, 3 * fwd * p.batch_size * p.train_steps + 2 * fwd * n * p.steps + fwd * n
 
 
+def engine_peak(p: EMParams, device) -> str:
+    """The peak an engine round is measured against: the bfloat16 matmul peak when its surrogate runs under bf16 autocast."""
+    return "matmul-bf16" if amp_enabled(p.amp, torch.device(device)) else "matmul"
+
+
 def suite(quick: bool, peaks: Peaks) -> list[Entry]:
-    """``em_round``: one official EM round (M=10 steps, a 20-step PGD sweep, the accuracy pass) by the engine against the
-    eager re-creation of the official loop; images swept per second, FLOPs against the matmul peak (CPU)."""
+    """``em_round``: one official EM round (M=10 steps, a 20-step PGD sweep, the accuracy pass) by the engine (its default
+    precision: bf16 autocast on CUDA) against the eager float32 re-creation of the official loop, on the peaks' device; images
+    swept per second, FLOPs against the matmul peak of the engine's precision."""
     n = 512 if quick else 2048
     torch.manual_seed(0)
     full, sub = load_subset("cifar10-mini", n)
     p = EMParams(model="fastnet-small", batch_size=512, max_rounds=1, stop_acc=2.0)
-    base, fast, flops = time_rounds(full, sub, p, n, 3)
-    return [entry("em_round", "images/s", n, fast, base, "eager re-creation of the official loop", peaks, "matmul", flops,
-                  f"fastnet-small surrogate, {n} cifar10-mini images, batch 512, 20 PGD steps, M=10")]
+    base, fast, flops = time_rounds(full, sub, p, n, 3, peaks.device)
+    return [entry("em_round", "images/s", n, fast, base, "eager re-creation of the official loop", peaks, engine_peak(p, peaks.device), flops,
+                  f"fastnet-small surrogate, {n} cifar10-mini images, batch 512, 20 PGD steps, M=10, engine amp {p.amp}")]
 
 
 def main():

@@ -25,21 +25,18 @@ from pst_fast.models import create_model
 from pst_fast.training import TrainConfig
 
 
-CPU_ONLY = True  # pst-fast bench measures this on the CPU on every machine (the GPU path is unmeasured)
-
-
-def time_sal(model_name: str, data_name: str, images: int, rounds: int, batch: int, repeat: int):
+def time_sal(model_name: str, data_name: str, images: int, rounds: int, batch: int, repeat: int, device="cpu"):
     """(engine timing, official-loop timing, [engine FLOPs, official FLOPs]) of ``rounds`` exact-mode SAL round(s) over a
-    class-balanced subset of ``images`` training images; FLOPs counted on two batches and scaled."""
+    class-balanced subset of ``images`` training images on ``device`` (float32 both); FLOPs counted on two batches and scaled."""
     train_ds, test_ds = data.load(data_name, "train"), data.load(data_name, "test")
     torch.manual_seed(0)
-    model = create_model(model_name, train_ds.num_classes).to(memory_format=torch.channels_last)
+    model = create_model(model_name, train_ds.num_classes).to(device, memory_format=torch.channels_last)
     with torch.no_grad():  # BatchNorm statistics of a trained model, not the identity of a fresh one
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_var.uniform_(0.5, 2.0), m.running_mean.normal_(0, 0.2)
     tcfg = TrainConfig(data=data_name, model=model_name, batch_size=batch)
-    norm = dict(mean=train_ds.meta["mean"], std=train_ds.meta["std"], layout="channels_last")
+    norm = dict(mean=train_ds.meta["mean"], std=train_ds.meta["std"], layout="channels_last", device=device)
     scfg = SALConfig(mode="exact", rounds=rounds, subset=images)
 
     def call(fn, cfg=scfg):
@@ -51,15 +48,15 @@ def time_sal(model_name: str, data_name: str, images: int, rounds: int, batch: i
         with FlopCounterMode(display=False) as fc:
             call(fn, small)()
         flops.append(fc.get_total_flops() * rounds * images / (2 * batch))
-    fast, ref = measure_interleaved([call(sal_epoch), call(sal_epoch_reference)], repeat=repeat, warmup=1)
+    fast, ref = measure_interleaved([call(sal_epoch), call(sal_epoch_reference)], repeat=repeat, warmup=1, device=device)
     return fast, ref, flops
 
 
 def suite(quick: bool, peaks: Peaks) -> list[Entry]:
     """``sal_epoch``: one exact-mode SAL round by the batched engine against the re-created official per-layer loop, in
-    turns; images per second of the round, counted FLOPs against the matmul peak."""
+    turns, on the peaks' device; images per second of the round, counted FLOPs against the matmul peak."""
     images = 256 if quick else 1024
-    fast, ref, flops = time_sal("fastnet", "cifar10-mini", images, 1, 128, 3)
+    fast, ref, flops = time_sal("fastnet", "cifar10-mini", images, 1, 128, 3, peaks.device)
     return [entry("sal_epoch", "images/s", images, fast, ref, "re-created official per-layer loop", peaks, "matmul", flops[0],
                   f"fastnet, exact mode, 1 round over {images} cifar10-mini images, batch 128")]
 

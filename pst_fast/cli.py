@@ -82,7 +82,8 @@ def cmd_models(args) -> None:
 def cmd_data_import(args) -> None:
     from .data.importers import import_source
 
-    splits = import_source(args.src, args.out, name=args.name, workers=args.workers, on_bad_image="skip" if args.skip_bad else "fail")
+    splits = import_source(args.src, args.out, name=args.name, workers=args.workers, on_bad_image="skip" if args.skip_bad else "fail",
+                           image_size=args.image_size)
     for split, ds in splits.items():
         print(printable(f"{split}: {len(ds)} images {'x'.join(map(str, ds.shape))}, {ds.num_classes} classes -> {ds.path}"))
         for key, what in (("skipped", "unreadable images skipped"), ("truncated", "truncated JPEGs imported with libjpeg's grey fill")):
@@ -360,7 +361,8 @@ def build_parser(protocol: str = "") -> argparse.ArgumentParser:
                         "Attack parameters are options too: 'pst-fast poison --attack em --attack-help' lists them.")
     po.add_argument("--attack", required=True, help="attack name ('pst-fast attacks' lists them)")
     po.add_argument("--data", default="cifar10-mini", help="clean dataset: registered name or directory; an ImageFolder tree "
-                    "(em, em-class) gives a poison directory for 'train --data TREE --poison OUT'")
+                    "(em, em-class and the model-free attacks lsp, ops, ar, cuda, random, random-class, region) gives a poison "
+                    "directory for 'train --data TREE --poison OUT'")
     po.add_argument("--image-size", type=int, default=0, help="ImageFolder tree: the training resolution of δ in px (0 = native)")
     po.add_argument("--out", help="output directory (must not exist); required unless --attack-help")
     po.add_argument("--seed", type=int, default=0, help="seed of every random draw of the attack")
@@ -468,11 +470,14 @@ def build_parser(protocol: str = "") -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="import, inspect and view datasets").add_subparsers(dest="data_command", metavar="ACTION", required=True)
     di = d.add_parser("import", help="convert an image folder / tar / CIFAR batches / npz into the canonical format", formatter_class=Formatter)
-    di.add_argument("src", help="ImageFolder dir, .tar/.tar.gz of one, CIFAR-10/100 python batches (dir or .tar.gz), or .npz with x/y")
+    di.add_argument("src", help="ImageFolder dir, .tar/.tar.gz of one, CIFAR-10/100 python batches (dir or .tar.gz), SVHN "
+                    "train_32x32.mat/test_32x32.mat (a dir of them or one file), or .npz with x/y")
     di.add_argument("--out", required=True, help="output directory (must not exist); gets train/ and test/")
     di.add_argument("--name", default=None, help="dataset name recorded in meta.json (default: the source's name)")
     di.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
     di.add_argument("--skip-bad", action="store_true", help="skip (and count) unreadable images instead of failing")
+    di.add_argument("--image-size", type=int, default=0, help="image folders: store the centred square of each image's short side "
+                    "resized to S x S (bilinear, antialiased), e.g. 32 or 64 for an ImageNet-mini; 0 = the images' own size, which must agree")
     di.set_defaults(func=cmd_data_import)
     dx = d.add_parser("export", help="write a poison's training images as the per-index PNG folder APBench and the UD code read",
                       formatter_class=Formatter, description="OUT/data/<index>.png (flat: APBench's CIFAR/SVHN layout) or "

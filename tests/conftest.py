@@ -72,3 +72,25 @@ def run_in_triton_interpreter(script: str, tests_dir: str) -> None:
     env = dict(os.environ, TRITON_INTERPRET="1", PST_FAST_BACKEND="triton")
     r = subprocess.run([sys.executable, "-c", script.format(tests=tests_dir)], capture_output=True, text=True, env=env, timeout=600)
     assert "TRITON_OK" in r.stdout, r.stderr[-3000:]
+
+
+def write_mixed_jpeg_tree(root, classes=("a", "b", "c"), per_split=(("train", 12), ("test", 4)), seed=0):
+    """An ImageFolder tree of JPEGs as ImageNet ships them: sides 95..1067 px, about one in five grayscale, some CMYK and
+    progressive, mixed chroma subsampling. Class sizes rise with the class (the first class small, the last one large) so
+    that a crop box planned for one image never fits another. Returns ``root``."""
+    from pathlib import Path
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for split, n in per_split:
+        for k, cls in enumerate(classes):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            lo = 95 + k * 900 // len(classes)
+            for i in range(n):
+                w, h = (int(v) for v in rng.integers(lo, lo + 900 // len(classes) + 72, 2))
+                small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+                im = Image.fromarray(small).resize((min(w, 1067), min(h, 1067)), Image.BICUBIC)
+                mode = ("RGB", "L", "CMYK", "RGB", "L")[i % 5]
+                im.convert(mode).save(root / split / cls / f"{i:03d}.JPEG", "JPEG", quality=int(rng.integers(70, 96)),
+                                      progressive=bool(i % 3 == 1), subsampling=int(i % 3))
+    return root

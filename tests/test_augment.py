@@ -178,34 +178,49 @@ def test_bad_wrapper_options():
         augment_batch(images, idx, std=(0.2, 0.0, 0.2))
 
 
+def under_torch_compile(device="cpu", backend="inductor"):
+    """The op traced by torch.compile (fullgraph) on ``device`` gives the reference's result (scripts/device_check.py runs it on CUDA)."""
+    args = [a.to(device) if isinstance(a, torch.Tensor) else a for a in make_inputs(8, 16, 16, 3, 4, 2, "sample")]
+    fn = torch.compile(lambda *a: augment_op(*a, torch.float32, True) * 2.0, fullgraph=True, backend=backend)
+    torch.testing.assert_close(fn(*args).cpu(), augment_reference(*make_inputs(8, 16, 16, 3, 4, 2, "sample"), torch.float32, True) * 2.0,
+                               atol=1e-6, rtol=0)
+
+
 def test_under_torch_compile():
     pytest.importorskip("torch._inductor")
-    args = make_inputs(8, 16, 16, 3, 4, 2, "sample")
-    fn = torch.compile(lambda *a: augment_op(*a, torch.float32, True) * 2.0, fullgraph=True)
-    torch.testing.assert_close(fn(*args), augment_reference(*args, torch.float32, True) * 2.0, atol=1e-6, rtol=0)
+    under_torch_compile()
+
+
+def triton_matches_reference(device, cases):
+    """The Triton kernel on ``device`` (CPU tensors under TRITON_INTERPRET=1, or CUDA) against the torch reference on the CPU,
+    for every case of ``cases`` in both layouts and all output dtypes; every call must launch the kernel."""
+    import pst_fast.kernels.augment as K
+    from pst_fast import backend
+
+    launches = []
+    run = K._augment_kernel.run
+    K._augment_kernel.run = lambda *a, **k: (launches.append(k.get("grid")), run(*a, **k))[1]
+    try:
+        for case in cases:
+            args = make_inputs(*case)
+            on = [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
+            assert backend.choose(on[0]) == "triton"
+            for cl in (False, True):
+                assert torch.equal(augment_op(*on, torch.uint8, cl).cpu(), augment_reference(*args, torch.uint8, cl)), case
+                ref = augment_reference(*args, torch.float32, cl)
+                torch.testing.assert_close(augment_op(*on, torch.float32, cl).cpu(), ref, atol=1e-6, rtol=0)
+                torch.testing.assert_close(augment_op(*on, torch.bfloat16, cl).float().cpu(), ref, atol=1e-2, rtol=8e-3)
+    finally:
+        K._augment_kernel.run = run
+    assert len(launches) == 6 * len(cases), launches
 
 
 TRITON_SCRIPT = textwrap.dedent(
     """
-    import sys, torch
+    import sys
     sys.path.insert(0, {tests!r})
-    from test_augment import CASES, make_inputs
-    import pst_fast.kernels.augment as K
-    from pst_fast import backend
-    from pst_fast.ops.augment import augment_op, augment_reference
-
-    assert backend.choose(torch.zeros(1)) == "triton"
-    launches = []
-    run = K._augment_kernel.run
-    K._augment_kernel.run = lambda *a, **k: (launches.append(k.get("grid")), run(*a, **k))[1]
-    for case in CASES[:3] + CASES[-3:]:
-        args = make_inputs(*case)
-        for cl in (False, True):
-            assert torch.equal(augment_op(*args, torch.uint8, cl), augment_reference(*args, torch.uint8, cl)), case
-            ref = augment_reference(*args, torch.float32, cl)
-            torch.testing.assert_close(augment_op(*args, torch.float32, cl), ref, atol=1e-6, rtol=0)
-            torch.testing.assert_close(augment_op(*args, torch.bfloat16, cl).float(), ref, atol=1e-2, rtol=8e-3)
-    assert len(launches) == 36, launches
+    from test_augment import CASES, triton_matches_reference
+    triton_matches_reference("cpu", CASES[:3] + CASES[-3:])
     print("TRITON_OK")
     """
 )

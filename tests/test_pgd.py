@@ -141,10 +141,10 @@ def test_bad_tensors():
         pgd_step_(delta, x, grad, 0.01, 2.0)
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_under_torch_compile(norm):
-    """Both custom ops trace with fullgraph=True and give eager's results (two in-place steps, then one functional)."""
-    x, delta, grad = make((4, 3, 8, 8), 0.5, norm)
+def under_torch_compile(norm, device="cpu", backend="inductor"):
+    """Both custom ops trace with fullgraph=True on ``device`` and give eager's results (two in-place steps, then one
+    functional); scripts/device_check.py runs it on CUDA."""
+    x, delta, grad = (t.to(device) for t in make((4, 3, 8, 8), 0.5, norm))
 
     def attack(x, d, g):
         for _ in range(2):
@@ -152,32 +152,48 @@ def test_under_torch_compile(norm):
         return pgd_step(x, d, g, 0.1, 0.5, norm, -1) * 1.0
 
     eager = attack(x, delta.clone(), grad)
-    assert_matches(torch.compile(attack, fullgraph=True)(x, delta.clone(), grad), eager, norm)
+    assert_matches(torch.compile(attack, fullgraph=True, backend=backend)(x, delta.clone(), grad).cpu(), eager.cpu(), norm)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_under_torch_compile(norm):
+    under_torch_compile(norm)
+
+
+def triton_matches_reference(device, seeds):
+    """The Triton kernels on ``device`` (CPU tensors under TRITON_INTERPRET=1, or CUDA) against the torch reference on the
+    CPU for the random cases ``seeds``, functional and in place (bf16 gradient); every call must launch a kernel."""
+    import pst_fast.kernels.pgd as K
+
+    calls = []
+    launch = K.pgd_triton
+    K.pgd_triton = lambda *a, **k: (calls.append(1), launch(*a, **k))[1]
+    try:
+        for seed in seeds:
+            shape, cl, norm, eps, step, direction, lo, hi, active = random_case(seed)
+            x, d, g = make(shape, eps, norm, lo, hi, seed)
+            if cl:
+                x, d, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, d, g))
+            on = lambda t: None if t is None else t.to(device)  # noqa: E731  (.to keeps the memory format)
+            ref = pgd_step_reference(x, d, g, step, eps, norm, direction, lo, hi, active)
+            out = pgd_step(on(x), on(d), on(g), step, eps, norm, direction, lo, hi, on(active)).cpu()
+            assert_matches(out, ref, norm)
+            assert_invariants(x, d, out, eps, norm, lo, hi, active)
+            ref = pgd_step_reference(x, d, g.bfloat16(), step, eps, norm, direction, lo, hi, active)
+            dd = on(d)
+            pgd_step_(dd, on(x), on(g).bfloat16(), step, eps, norm, direction, lo, hi, on(active))   # in place, bf16 grad
+            assert_matches(dd.cpu(), ref, norm)
+    finally:
+        K.pgd_triton = launch
+    assert len(calls) == 2 * len(seeds), len(calls)
 
 
 TRITON_SCRIPT = textwrap.dedent(
     """
-    import sys, torch
+    import sys
     sys.path.insert(0, {tests!r})
-    from test_pgd import make, random_case, assert_matches, assert_invariants
-    from pst_fast.ops.pgd import pgd_step, pgd_step_, pgd_step_reference
-    import pst_fast.kernels.pgd as K
-    calls = []
-    launch = K.pgd_triton
-    K.pgd_triton = lambda *a, **k: (calls.append(1), launch(*a, **k))[1]
-    for seed in range(12):
-        shape, cl, norm, eps, step, direction, lo, hi, active = random_case(seed)
-        x, d, g = make(shape, eps, norm, lo, hi, seed)
-        if cl:
-            x, d, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, d, g))
-        ref = pgd_step_reference(x, d, g, step, eps, norm, direction, lo, hi, active)
-        out = pgd_step(x, d, g, step, eps, norm, direction, lo, hi, active)
-        assert_matches(out, ref, norm)
-        assert_invariants(x, d, out, eps, norm, lo, hi, active)
-        ref = pgd_step_reference(x, d, g.bfloat16(), step, eps, norm, direction, lo, hi, active)
-        pgd_step_(d, x, g.bfloat16(), step, eps, norm, direction, lo, hi, active)   # in place, bf16 grad
-        assert_matches(d, ref, norm)
-    assert len(calls) == 24, len(calls)
+    from test_pgd import triton_matches_reference
+    triton_matches_reference("cpu", range(12))
     print("TRITON_OK")
     """
 )

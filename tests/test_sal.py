@@ -63,19 +63,22 @@ def test_sal_ops_refuse_bad_input():
         sal_sharpness(torch.zeros(3), torch.zeros(2, 4), torch.zeros(2, 4))
 
 
+def triton_matches_reference(device, shapes):
+    """The SAL kernels on ``device`` (CPU tensors under TRITON_INTERPRET=1, or CUDA) against the torch reference on the CPU."""
+    for shape in shapes:
+        w, w0 = project_case(shape, 1)
+        a, b = w.to(device), w.clone()
+        torch.testing.assert_close(sal_project_(a, w0.to(device), 0.05).cpu(), sal_project_reference(b, w0, 0.05), rtol=1e-5, atol=0)
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-5, atol=1e-6)
+    l0, lmax, lmin = torch.rand(300), torch.rand(7, 300), torch.rand(7, 300)
+    assert torch.equal(sal_sharpness(l0.to(device), lmax.to(device), lmin.to(device)).cpu(), sal_sharpness_reference(l0, lmax, lmin))
+
+
 def test_sal_ops_triton_interpreter_equal_reference(tmp_path):
     run_in_triton_interpreter(textwrap.dedent("""
         import sys; sys.path.insert(0, {tests!r})
-        import torch
-        from test_sal import ROWS, project_case
-        from pst_fast.ops.sal import sal_project_, sal_project_reference, sal_sharpness, sal_sharpness_reference
-        for shape in ROWS[:4]:
-            w, w0 = project_case(shape, 1)
-            a, b = w.clone(), w.clone()
-            torch.testing.assert_close(sal_project_(a, w0, 0.05), sal_project_reference(b, w0, 0.05), rtol=1e-5, atol=0)
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-        l0, lmax, lmin = torch.rand(300), torch.rand(7, 300), torch.rand(7, 300)
-        assert torch.equal(sal_sharpness(l0, lmax, lmin), sal_sharpness_reference(l0, lmax, lmin))
+        from test_sal import ROWS, triton_matches_reference
+        triton_matches_reference("cpu", ROWS[:4])
         print("TRITON_OK")
     """), os.path.dirname(__file__))
 

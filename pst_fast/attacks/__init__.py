@@ -68,8 +68,8 @@ def poison(attack: str, data_name: str = "cifar10-mini", out: str | None = None,
            progress: bool = True, image_size: int = 0, **params) -> dict:
     """Generate ``attack`` on the training split of ``data_name`` and write it to ``out``; returns a summary.
 
-    For an ImageFolder tree (em, em-class) ``out`` is a poison directory (δ at ``image_size`` px, 0 = native) for
-    ``train --data TREE --poison out``, not a dataset.
+    For an ImageFolder tree (em, em-class, and the model-free attacks on its evaluation views: :mod:`.tree`) ``out`` is a
+    poison directory (δ at ``image_size`` px, 0 = native) for ``train --data TREE --poison out``, not a dataset.
     """
     spec = get_attack(attack)
     p = params_from(spec, params)
@@ -106,14 +106,17 @@ def _poison_tree(spec: AttackSpec, p, tree: str, out: str, seed: int, device: st
     from ..data.folder import scan, split_dir
     from ..data.folder_poison import write_folder_poison
 
-    if spec.tree is None:
+    from .tree import MODEL_FREE, on_views
+
+    generate = spec.tree or (on_views(spec.name, spec.generate) if spec.name in MODEL_FREE else None)
+    if generate is None:
         raise PstFastError(f"--data {tree}: an ImageFolder tree; attack {spec.name} reads the canonical format (pst-fast data import {tree} --out DIR)")
     split = scan(split_dir(tree, "train"), progress=progress)
     size = image_size or split.native_size() or 0
     if size <= 0:
         raise PstFastError(f"--data {tree}: images of several sizes; choose an --image-size (the training resolution)")
     t0 = time.perf_counter()
-    delta, info = spec.tree(split, size, p, seed, device=device, progress=progress)
+    delta, info = generate(split, size, p, seed, device=device, progress=progress)
     seconds = time.perf_counter() - t0
     info["generation_seconds"] = seconds
     meta = {"attack": spec.name, "params": dataclasses.asdict(p), "norm": spec.norm, "budget": spec.budget(p), "seed": seed,

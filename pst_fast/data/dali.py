@@ -1,11 +1,10 @@
 """DaliLoader: the FolderLoader plan as an NVIDIA DALI pipeline; ``nvidia.dali`` is imported only when one runs.
 
-One pipeline per epoch: file reader (the epoch's order as ``files=``/``labels=``, sharded by the reader with
-``shard_id``/``num_shards``, no reader shuffling) -> image decoder (``mixed`` on a CUDA device, ``cpu``
-without one: ``device_id=None``) -> resize of each planned box to S x S -> + δ in int16, clamped to
-[0, 255] -> crop_mirror_normalize (flip, normalize, CHW or HWC). Boxes, flips and δ rows come from an
-external source fed from the plan batch by batch; the reader's labels are checked against the plan's,
-which ties the reader's order to the plan's indices.
+One pipeline per epoch, fed batch by batch from the plan through one external source: the encoded bytes of the
+batch's files (read here, in the plan's order and this shard's slice), their boxes, flips and δ rows -> image decoder
+(``mixed`` on a CUDA device, ``cpu`` without one: ``device_id=None``) -> resize of each planned box to S x S -> + δ in
+int16, clamped to [0, 255] -> crop_mirror_normalize (flip, normalize, CHW or HWC). Each batch holds exactly the plan's
+images (a shard's last batch is not padded), and the source ends DALI's epoch at the plan's last batch.
 """
 from __future__ import annotations
 
@@ -47,31 +46,39 @@ class DaliLoader(FolderLoader):
     def _pipeline(self, plan: Plan):
         from nvidia.dali import Pipeline, fn, math, types
 
-        gpu, b, s = self.device_id is not None, self.batch_size, self.image_size
-        views = plan.views
+        gpu, s, views = self.device_id is not None, self.image_size, plan.views
 
-        def feed(info):  # the reader pads a shard's last batch with its last image: so does the feed
-            v = views[min(info.iteration, len(views) - 1)]
-            take = np.minimum(np.arange(b), len(v.idx) - 1)
-            out = (v.boxes[take, :2], v.boxes[take, 2:], v.flips[take].astype(np.int32))
-            return out if self.delta is None else (*out, self.delta_rows(v.idx[take]))
+        def feed(info):
+            if info.iteration >= len(views):  # the plan is over: end DALI's epoch, no prefetched iteration runs past it
+                raise StopIteration
+            v = views[info.iteration]
+            box = np.ascontiguousarray
+            out = (self._encoded(v.idx), box(v.boxes[:, :2]), box(v.boxes[:, 2:]), v.flips.astype(np.int32))
+            return out if self.delta is None else (*out, self.delta_rows(v.idx))
 
-        pipe = Pipeline(batch_size=b, num_threads=self.workers, device_id=self.device_id, seed=self.seed * 1_000_003 + self.epoch)
+        pipe = Pipeline(batch_size=self.batch_size, num_threads=self.workers, device_id=self.device_id, seed=self.seed * 1_000_003 + self.epoch)
         with pipe:
-            jpegs, labels = fn.readers.file(files=[self.split.files[i] for i in plan.order], labels=self.split.labels[plan.order].tolist(),
-                                            shard_id=self.shard_id, num_shards=self.num_shards, random_shuffle=False,
-                                            pad_last_batch=True, stick_to_shard=True, name="reader")
+            jpegs, start, end, flip, *delta = fn.external_source(source=feed, batch_info=True, num_outputs=4 + (self.delta is not None))
             images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB, adjust_orientation=False)
-            start, end, flip, *delta = fn.external_source(source=feed, batch_info=True, num_outputs=3 + (self.delta is not None))
             images = fn.resize(images, size=[s, s], roi_start=start, roi_end=end, interp_type=types.INTERP_LINEAR, antialias=True)
             if delta:
                 d = delta[0].gpu() if gpu else delta[0]
                 images = fn.cast(math.clamp(fn.cast(images, dtype=types.INT16) + fn.cast(d, dtype=types.INT16), 0, 255), dtype=types.UINT8)
             x = fn.crop_mirror_normalize(images, mirror=flip, mean=[255 * m for m in self.mean], std=[255 * sd for sd in self.std],
                                          dtype=types.FLOAT, output_layout="CHW" if self.layout == "nchw" else "HWC")
-            pipe.set_outputs(x, labels)
+            pipe.set_outputs(x)
         pipe.build()
         return pipe
+
+    def _encoded(self, idx: np.ndarray) -> list[np.ndarray]:
+        """The bytes of the files ``idx`` as uint8 arrays (what DALI's decoder reads)."""
+        out = []
+        for i in idx:
+            try:
+                out.append(np.fromfile(self.split.files[i], dtype=np.uint8))
+            except OSError as e:
+                raise DataError(f"{self.split.files[i]}: cannot read ({e.strerror or e})") from None
+        return out
 
     def _dali(self, call):
         """``call()``, with DALI's multi-line RuntimeError turned into one DataError line."""
@@ -86,14 +93,11 @@ class DaliLoader(FolderLoader):
         stream = torch.cuda.current_stream(self.device) if self.device_id is not None else None
         pipe = self._dali(lambda: self._pipeline(plan))
         try:
-            for v in plan.views:
-                x_tl, y_tl = self._dali(pipe.run)
-                n = len(v.idx)
-                if not np.array_equal(np.asarray(y_tl.as_tensor()).reshape(-1)[:n], self.split.labels[v.idx]):
-                    raise PstFastError(f"{self.split.root}: DALI's reader order differs from the plan (labels disagree); please report this")
+            for _ in plan.views:
+                (x_tl,) = self._dali(pipe.run)
                 dense = x_tl.as_tensor()
                 x = torch.empty(dense.shape(), dtype=torch.float32, device=self.device)
                 feed_ndarray(dense, x, cuda_stream=stream)
-                yield x[:n] if self.layout == "nchw" else x[:n].permute(0, 3, 1, 2)
+                yield x if self.layout == "nchw" else x.permute(0, 3, 1, 2)
         finally:
             del pipe

@@ -1,11 +1,13 @@
-"""Importers: an image folder (directory or tar), CIFAR-10/100 python batches or an ``.npz`` -> canonical splits.
+"""Importers: an image folder (directory or tar), CIFAR-10/100 python batches, SVHN ``.mat`` files or an ``.npz`` -> canonical splits.
 
 ``import_source(src, out)`` detects the kind of ``src`` and writes ``out/train`` (and ``out/test`` when the
 source has one) atomically. Image folders are laid out ``[wrapper/][train|test/]<class>/<image>``; classes
 are sorted as strings and recorded in ``meta['classes']``, files are read in name order, so an import is
 deterministic. Archives are read in one sequential pass: the wanted members are streamed to numbered files of a
 temporary spool directory beside the output (never to paths named by the archive), so memory does not grow with
-the archive; images are decoded on a thread pool straight into one preallocated (N, H, W, 3) uint8 array.
+the archive; images are decoded on a thread pool straight into one preallocated (N, H, W, 3) uint8 array. With
+``image_size`` S each image is cut to the centred square of its short side and resized to S x S (:func:`square_view`),
+so folders of mixed sizes (ImageNet) become a canonical S-px dataset.
 
 Untrusted input is bounded before anything is allocated (:mod:`.limits`): pixels per image from its header,
 bytes read out of an archive and decoded bytes against the source's size on disk, regular files only (a FIFO or
@@ -31,6 +33,7 @@ from ..errors import DataError
 from ..io import check_out, temp_dir
 from .format import ImageDataset, channel_stats, read_dataset, validate_arrays, write_dataset
 from .limits import check_expansion, check_pixels, is_regular, read_regular
+from .matfile import read_arrays
 from .safe_pickle import brief, safe_load
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -41,6 +44,7 @@ CIFAR = {
     "cifar100": {"train": ["train"], "test": ["test"], "meta": "meta", "labels": "fine_labels", "names": "fine_label_names"},
 }
 CIFAR_FILES = {f for lay in CIFAR.values() for f in (*lay["train"], *lay["test"], lay["meta"])}
+SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}  # SVHN format 2 (cropped digits); extra_32x32.mat is not read
 
 MAX_FILE_BYTES = 1 << 32  # one file read whole (an image, a CIFAR batch): what any real one needs
 
@@ -196,7 +200,7 @@ def _check_size(h: int, w: int, where: str, expect: tuple[int, int] | None) -> N
         raise _OtherSize((h, w))
 
 
-def image_size(data: bytes) -> tuple[int, int]:
+def header_size(data: bytes) -> tuple[int, int]:
     """(height, width) from an image file's header, without decoding it."""
     from PIL import Image
 
@@ -206,10 +210,22 @@ def image_size(data: bytes) -> tuple[int, int]:
         return im.height, im.width
 
 
-def decode_image(data: bytes, where: str = "image", expect: tuple[int, int] | None = None) -> np.ndarray:
-    """The bytes of one image file -> (H, W, 3) uint8 RGB. Before decoding, the size in its header is checked:
-    more than :data:`.limits.MAX_IMAGE_PIXELS` pixels raises :class:`DataError` (naming ``where``), and a size other than
-    ``expect`` (height, width) raises ``_OtherSize``.
+def square_view(im, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 RGB of the PIL image ``im``: the centred square of its short side, resized (bilinear, antialiased
+    when shrinking, as the folder loaders resize)."""
+    from PIL import Image
+
+    w, h = im.size
+    side = min(w, h)
+    x0, y0 = (w - side) // 2, (h - side) // 2
+    rgb = im if im.mode == "RGB" else im.convert("RGB")
+    return np.asarray(rgb.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + side, y0 + side)))
+
+
+def decode_image(data: bytes, where: str = "image", expect: tuple[int, int] | None = None, image_size: int = 0) -> np.ndarray:
+    """The bytes of one image file -> (H, W, 3) uint8 RGB, or (S, S, 3) through :func:`square_view` when ``image_size`` S > 0.
+    Before decoding, the size in its header is checked: more than :data:`.limits.MAX_IMAGE_PIXELS` pixels raises
+    :class:`DataError` (naming ``where``), and a size other than ``expect`` (height, width) raises ``_OtherSize``.
 
     Fast path for 3-channel JPEG bytes: libjpeg through ``Image.frombytes(..., "jpeg")`` with the size read
     from the header, skipping PIL's Python marker parsing (half the time for a 32x32 image; the result is
@@ -217,6 +233,10 @@ def decode_image(data: bytes, where: str = "image", expect: tuple[int, int] | No
     """
     from PIL import Image
 
+    if image_size:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            _check_size(im.height, im.width, where, None)
+            return square_view(im, image_size)
     if (head := jpeg_header(data)) is not None:
         _check_size(head[0], head[1], where, expect)
         if head[2] == 3:
@@ -232,22 +252,23 @@ def decode_image(data: bytes, where: str = "image", expect: tuple[int, int] | No
 _FILLER = b"\x55" * 64  # entropy-coded bits: ignored after a complete scan, decoded into a scan that was cut short
 
 
-def jpeg_truncated(data: bytes, decoded: np.ndarray) -> bool:
-    """Whether the JPEG ``data`` (decoded as ``decoded``) was cut short and closed with an end marker: libjpeg then fills
-    the missing part with grey without an error. Found by decoding it again with filler bits before the end marker,
-    which change the picture only when the last scan had not ended."""
+def jpeg_truncated(data: bytes, decoded: np.ndarray | None = None) -> bool:
+    """Whether the JPEG ``data`` (decoded as ``decoded``, decoded here when None) was cut short and closed with an end
+    marker: libjpeg then fills the missing part with grey without an error. Found by decoding it again with filler bits
+    before the end marker, which change the picture only when the last scan had not ended."""
     if jpeg_header(data) is None or not data.endswith(b"\xff\xd9"):
         return False
     try:
+        decoded = decode_image(data) if decoded is None else decoded
         return not np.array_equal(decode_image(data[:-2] + _FILLER + data[-2:]), decoded)
     except Exception:  # the filler made it undecodable: the scan was cut
         return True
 
 
 def decode_files(src: Path, split: str, items: list[tuple[str, Path]], workers: int | None, progress: bool,
-                 on_bad_image: str, source_bytes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 on_bad_image: str, source_bytes: int, image_size: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode ``items`` (name under ``src``, file path) in order into (N, H, W, 3) uint8 on a thread pool, all of the
-    first readable image's size; returns (images, mask of skipped items, mask of truncated JPEGs). ``split`` labels the
+    first readable image's size (or S x S views of images of any size with ``image_size`` S); returns (images, mask of skipped items, mask of truncated JPEGs). ``split`` labels the
     progress bar. Before allocating, N x H x W x 3 is checked against :func:`.limits.expansion` of ``source_bytes``
     (the source's size on disk); an image of another size is refused from its header, before it is decoded."""
     n = len(items)
@@ -260,11 +281,12 @@ def decode_files(src: Path, split: str, items: list[tuple[str, Path]], workers: 
         try:
             data = _content(items[i][1])
             if first:  # the size of every image: all of them must fit before one is decoded
-                h, w = image_size(data)
+                h, w = header_size(data)
                 check_pixels(h, w, where)
-                check_expansion(n * h * w * 3, source_bytes, f"{n} images of {w}x{h}", str(src))
-            im = decode_image(data, where, expect[0])
-            truncated[i] = jpeg_truncated(data, im)
+                oh, ow = (image_size, image_size) if image_size else (h, w)
+                check_expansion(n * oh * ow * 3, source_bytes, f"{n} images of {ow}x{oh}", str(src))
+            im = decode_image(data, where, expect[0], image_size)
+            truncated[i] = jpeg_truncated(data, None if image_size else im)
             return im
         except _OtherSize as e:
             wrong[i] = e.size
@@ -280,7 +302,7 @@ def decode_files(src: Path, split: str, items: list[tuple[str, Path]], workers: 
         first += 1
         if first == n:
             raise DataError(f"{src}: no readable images in split {split}")
-    expect[0] = im.shape[:2]
+    expect[0] = None if image_size else im.shape[:2]
     images = np.empty((n, *im.shape), np.uint8)
     images[first] = im
 
@@ -304,11 +326,13 @@ def decode_files(src: Path, split: str, items: list[tuple[str, Path]], workers: 
     if wrong:
         i = min(wrong)
         (h, w), (eh, ew) = wrong[i], images.shape[1:3]
-        raise DataError(f"{src}/{items[i][0]}: image size {w}x{h} differs from {ew}x{eh} of {items[first][0]}; resize the images first")
+        raise DataError(f"{src}/{items[i][0]}: image size {w}x{h} differs from {ew}x{eh} of {items[first][0]}; "
+                        "--image-size S imports centred S x S views of images of mixed sizes")
     return images, skipped, truncated
 
 
-def _import_folder(src: Path, files: Files, dirs: set[str], source_bytes: int, workers, progress, on_bad_image) -> dict[str, tuple]:
+def _import_folder(src: Path, files: Files, dirs: set[str], source_bytes: int, workers, progress, on_bad_image,
+                   image_size: int = 0) -> dict[str, tuple]:
     layout = _layout(src, files, dirs)
     classes = sorted(layout.get("train") or layout["test"])
     for split, by_class in layout.items():
@@ -322,7 +346,7 @@ def _import_folder(src: Path, files: Files, dirs: set[str], source_bytes: int, w
         for label, cls in enumerate(classes):
             items += [(k, files[k]) for k in layout[split][cls]]
             labels += [label] * len(layout[split][cls])
-        images, skipped, truncated = decode_files(src, split, items, workers, progress, on_bad_image, source_bytes)
+        images, skipped, truncated = decode_files(src, split, items, workers, progress, on_bad_image, source_bytes, image_size)
         labels = np.asarray(labels, np.int64)
         if skipped.any():
             images, labels = images[~skipped], labels[~skipped]
@@ -371,6 +395,36 @@ def _import_cifar(src: Path, kind: str, by_name: dict[str, bytes | Path]) -> dic
             xs.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys.append(y.astype(np.int64))
         result[split] = (np.concatenate(xs), np.concatenate(ys), {"classes": names})
+    return result
+
+
+# ---------------------------------------------------------------- SVHN .mat files
+
+def _svhn_files(src: Path) -> dict[str, Path] | None:
+    """{split: .mat file} when ``src`` is SVHN as distributed: a directory holding train_32x32.mat and/or test_32x32.mat, or
+    one ``.mat`` file (its split from its name: test_* is test, anything else train)."""
+    if src.is_dir():
+        return {split: src / name for split, name in SVHN_FILES.items() if (src / name).is_file()} or None
+    if src.is_file() and src.suffix.lower() == ".mat":
+        return {"test" if src.name.lower().startswith("test") else "train": src}
+    return None
+
+
+def _import_svhn(files: dict[str, Path]) -> dict[str, tuple]:
+    """SVHN's X (H, W, C, N) uint8 and y (N, 1), label 10 meaning the digit 0 (as torchvision maps it) -> classes '0'..'9'."""
+    result = {}
+    for split, path in files.items():
+        arrays = read_arrays(path, ("X", "y"))
+        if set(arrays) != {"X", "y"}:
+            raise DataError(f"{path}: expected SVHN's variables X and y, found {', '.join(sorted(arrays)) or 'neither'}")
+        x, y = arrays["X"], arrays["y"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[2] not in (1, 3) or y.size != x.shape[3] or (y.ndim == 2 and 1 not in y.shape):
+            raise DataError(f"{path}: expected X uint8 (H, W, C, N) with 1 or 3 channels and y of N labels, got X {x.dtype} {x.shape}, y {y.shape}")
+        y = y.reshape(-1)
+        if len(y) and (not np.array_equal(y, np.round(y)) or y.min() < 1 or y.max() > 10):
+            raise DataError(f"{path}: y must hold the digits' labels 1..10 (10 = the digit 0), found values in [{y.min()}, {y.max()}]")
+        labels = np.where(y == 10, 0, y).astype(np.int64)
+        result[split] = (np.ascontiguousarray(x.transpose(3, 0, 1, 2)), labels, {"classes": [str(d) for d in range(10)]})
     return result
 
 
@@ -445,20 +499,22 @@ def _check_labels(y: np.ndarray, k: int, where: str) -> None:
 
 def _stem(src: Path) -> str:
     name = src.name
-    for suffix in (".tar.gz", ".tgz", ".tar", ".npz"):
+    for suffix in (".tar.gz", ".tgz", ".tar", ".npz", ".mat"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
 
 def import_source(src, out, *, name: str | None = None, workers: int | None = None, progress: bool = True,
-                  on_bad_image: str = "fail") -> dict[str, ImageDataset]:
+                  on_bad_image: str = "fail", image_size: int = 0) -> dict[str, ImageDataset]:
     """Import ``src`` into ``out/<split>`` in the canonical format; returns the written splits (memory-mapped).
 
-    ``src``: an image folder or a .tar/.tar.gz/.tgz of one, CIFAR-10/100 python batches (directory or .tar.gz)
-    or an .npz with x, y (and x_test, y_test, classes). ``workers`` threads decode images (default: the CPU
-    count, at most 8). ``on_bad_image``: 'fail' raises on an unreadable image, 'skip' leaves it out and lists it
-    in ``meta['skipped']``. Every split is normalized with the training split's mean/std.
+    ``src``: an image folder or a .tar/.tar.gz/.tgz of one, CIFAR-10/100 python batches (directory or .tar.gz),
+    SVHN's train_32x32.mat / test_32x32.mat (a directory of them or one file) or an .npz with x, y (and x_test,
+    y_test, classes). ``workers`` threads decode images (default: the CPU count, at most 8). ``on_bad_image``: 'fail'
+    raises on an unreadable image, 'skip' leaves it out and lists it in ``meta['skipped']``. ``image_size`` S > 0 (image
+    folders only) stores the centred square of each image's short side resized to S x S. Every split is normalized
+    with the training split's mean/std.
     """
     src, out = Path(src).expanduser(), Path(out).expanduser()
     if on_bad_image not in ("fail", "skip"):
@@ -472,7 +528,14 @@ def import_source(src, out, *, name: str | None = None, workers: int | None = No
     check_out(out)
     if not src.is_dir() and not is_regular(src):
         raise DataError(f"{src}: not a regular file or a directory (a FIFO, socket or device)")
-    if src.is_file() and src.suffix.lower() == ".npz":
+    if image_size < 0:
+        raise DataError(f"--image-size {image_size}: expected a side in pixels (0 = the images' own size)")
+    svhn = _svhn_files(src)
+    if image_size and (svhn or src.suffix.lower() == ".npz"):
+        raise DataError(f"--image-size {image_size}: applies to image folders; {src} holds arrays of one size")
+    if svhn is not None:
+        kind, splits = "svhn", _import_svhn(svhn)
+    elif src.is_file() and src.suffix.lower() == ".npz":
         kind, splits = "npz", _import_npz(src)
     else:
         spool = None
@@ -485,19 +548,24 @@ def import_source(src, out, *, name: str | None = None, workers: int | None = No
                 files, dirs = _list_tar(src, spool, progress)
                 source_bytes = src.stat().st_size
             else:
-                raise DataError(f"{src}: unrecognized source (expected an image folder, a .tar/.tar.gz of one, CIFAR batches or an .npz)")
+                raise DataError(f"{src}: unrecognized source (expected an image folder, a .tar/.tar.gz of one, CIFAR batches, SVHN .mat "
+                                "files or an .npz)")
             cifar = _cifar_kind(files)
             if cifar is not None:
+                if image_size:
+                    raise DataError(f"--image-size {image_size}: applies to image folders; {src} holds CIFAR batches of one size")
                 kind, splits = cifar[0], _import_cifar(src, *cifar)
             else:
                 kind = "imagefolder"
-                splits = _import_folder(src, files, dirs, source_bytes, workers, progress, on_bad_image)
+                splits = _import_folder(src, files, dirs, source_bytes, workers, progress, on_bad_image, image_size)
         finally:
             if spool is not None:
                 shutil.rmtree(spool, ignore_errors=True)
     for split, (images, labels, meta) in splits.items():  # every check before anything is written
         validate_arrays(images, labels, len(meta["classes"]), None, str(out / split))
     base = {"name": name or _stem(src), "source": str(src.resolve()), "source_kind": kind}
+    if image_size:
+        base["resized"] = {"image_size": image_size, "view": "centred square of the short side", "filter": "bilinear, antialiased (Pillow)"}
     if "train" in splits:  # every split is normalized with the training statistics
         base["mean"], base["std"] = channel_stats(splits["train"][0])
     tmp = temp_dir(out.parent, out.name)

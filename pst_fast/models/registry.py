@@ -50,3 +50,14 @@ def model_info(name: str, num_classes: int = 10, image_size: int | None = None, 
         "blocks": model.block_names,
         "image_size": size,
     }
+
+
+def resolution_warning(name: str, default_image_size: int, image_size: int) -> str | None:
+    """One line when the model ``name``, built for ``default_image_size``-px inputs, is run at ``image_size`` >= 128 px
+    (4x its side or more), naming the variant built for that resolution; None otherwise."""
+    if default_image_size > 64 or image_size < 128:
+        return None
+    variant = f"{name}-imagenet"
+    better = variant if variant in _REGISTRY else " or ".join(n for n in list_models() if n.endswith("-imagenet"))
+    return (f"--model {name} is built for {default_image_size}-px inputs: at --image-size {image_size} it costs "
+            f"{(image_size / default_image_size) ** 2:.0f}x its FLOPs per image; use {better}, built for ImageNet resolution")

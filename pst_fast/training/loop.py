@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import sys
 import time
 
 import torch
@@ -22,6 +23,7 @@ from ..data.loader import BatchLoader, DeviceLoader
 from ..data.validation import carve
 from ..errors import PstFastError
 from ..models import create_model
+from ..models.registry import resolution_warning
 from .config import TrainConfig
 from .hooks import Hooks, TrainState
 from .optim import block_param_groups, lr_factor, make_optimizer, resolve_optimizer
@@ -162,6 +164,8 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         skipped = len(train_ds.skipped) + len(test_ds.skipped)
         tqdm.write(f"data: ImageFolder {cfg.data}: {len(train_ds)} train / {len(test_ds)} test images, {train_ds.num_classes} classes"
                    f"{f', {skipped} unreadable images skipped' if skipped else ''}, {loader.image_size} px; loader: {loader.describe()}")
+    if folder and (warning := resolution_warning(cfg.model, model.default_image_size, loader.image_size)):
+        print(f"pst-fast: warning: {warning}", file=sys.stderr)
     if len(loader) == 0:
         raise PstFastError(f"--batch-size {cfg.batch_size}: larger than the training set ({len(train_ds)} images)")
     run.create(train_ds, test_ds)
