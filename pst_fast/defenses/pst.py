@@ -8,7 +8,7 @@ learning. **What pst_fast reconstructs** (the algorithm, thresholds and defaults
 validation split, see docs/pst.md):
 
 - every ``check_every`` optimizer steps a :class:`~.probe.Probe` of training images measures the detector (default
-  ``shortcut``: the accuracy the probe loses under every one of the views gray and JPEG — a quantity in
+  ``shortcut``: the accuracy the probe loses under at least two of the views gray, JPEG and blur — a quantity in
   accuracy points that does not grow with the dataset; ``acm4gap`` and ``train-acc`` are the alternatives);
 - a stage ends when the detector is at or above ``threshold`` for ``patience`` passes in a row; the next block
   from the input (``per_stage=one``; or every block up to ``depth`` at once, ``per_stage=all``) is then held back:
@@ -48,14 +48,15 @@ DETECTORS = ("shortcut", "acm4gap", "train-acc")
 
 @dataclass
 class PSTParams:
-    detector: str = opt("shortcut", "what ends a stage: shortcut (probe accuracy lost under every view), acm4gap (the ACM of the "
+    detector: str = opt("shortcut", "what ends a stage: shortcut (probe accuracy lost under a quorum of views), acm4gap (the ACM of the "
                         "block about to be held, minus its ACM under the views) or train-acc (training accuracy since the last pass)",
                         DETECTORS)
     threshold: float = opt(0.3, "detector value (accuracy points for shortcut/train-acc, Fisher ratio for acm4gap) that signals "
                            "shortcut learning")
     patience: int = opt(2, "consecutive detector passes at or above the threshold that end a stage")
     check_every: int = opt(20, "optimizer steps between detector passes")
-    views: str = opt("gray+jpeg", "'+'-separated views of the probe for the shortcut detector: gray, jpeg, blur")
+    views: str = opt("gray+jpeg+blur", "'+'-separated views of the probe for the shortcut detector: gray, jpeg, blur")
+    quorum: int = opt(2, "views that must lose the probe's accuracy: the shortcut detector is the quorum-th largest gap")
     probe_size: int = opt(500, "training images in the fixed, class-balanced detector probe")
     depth: int = opt(0, "blocks that may be held back, counted from the input; 0 = all but the last block before the head")
     per_stage: str = opt("one", "blocks held back at a detection: one (the next block: progressive) or all (every block up to depth)",
@@ -78,12 +79,17 @@ class StagedTraining:
     """Runs PST inside the trainer through its hooks (``hooks()``); ``held`` lists the held-back blocks, shallow first."""
 
     def __init__(self, cfg, p: PSTParams):
+        for f in dataclasses.fields(p):
+            choices = f.metadata.get("choices")
+            if choices and getattr(p, f.name) not in choices:
+                raise PstFastError(f"--defense-args {f.name}={getattr(p, f.name)!r}: expected one of {', '.join(choices)}")
         views = tuple(p.views.split("+"))
         if not set(views) <= set(VIEWS) or not views:
             raise PstFastError(f"--defense-args views={p.views!r}: expected '+'-separated views among {', '.join(VIEWS)}")
-        if p.check_every < 1 or p.patience < 1 or p.probe_size < 1 or p.depth < 0 or not 0 <= p.slow < 1:
-            raise PstFastError(f"--defense-args check_every={p.check_every} patience={p.patience} probe_size={p.probe_size} depth={p.depth} "
-                               f"slow={p.slow}: expected check_every, patience, probe_size ≥ 1, depth ≥ 0, slow in [0, 1)")
+        if min(p.check_every, p.patience, p.probe_size, p.quorum) < 1 or p.quorum > len(views) or p.depth < 0 or not 0 <= p.slow < 1:
+            raise PstFastError(f"--defense-args check_every={p.check_every} patience={p.patience} probe_size={p.probe_size} quorum={p.quorum} "
+                               f"depth={p.depth} slow={p.slow}: expected check_every, patience, probe_size ≥ 1, quorum in 1..{len(views)} "
+                               "(the number of views), depth ≥ 0, slow in [0, 1)")
         if isinstance(p, PSTJpegParams) and not 1 <= p.quality <= 95:
             raise PstFastError(f"--defense-args quality={p.quality}: expected 1..95")
         self.cfg, self.p, self.views = cfg, p, views
@@ -117,7 +123,7 @@ class StagedTraining:
         self.steps_per_epoch = max(1, len(train) // self.cfg.batch_size)
         channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         self.probe = Probe(train, self.p.probe_size, self.cfg.seed, state.mean.flatten().tolist(), state.std.flatten().tolist(), x.device,
-                           channels_last, self.views if self.p.detector == "shortcut" or self.p.detector == "acm4gap" else ())
+                           channels_last, self.views if self.p.detector in ("shortcut", "acm4gap") else (), self.p.quorum)
         self.initial = {"step": 0, "blocks": self._copy(state.model)}
         saved = self._file("pst.json")
         if state.step > 0 and saved is not None and saved.is_file():
