@@ -30,7 +30,7 @@ ext_modules = [
 setup(
     packages=["pst_fast", "pst_fast.data", "pst_fast.ops", "pst_fast.models", "pst_fast.training", "pst_fast.defenses", "pst_fast.attacks", "pst_fast.metrics", "pst_fast.sweep", "pst_fast.kernels", "pst_fast.benchmarks"],
     package_dir={"pst_fast.kernels": "kernels", "pst_fast.benchmarks": "benchmarks"},
-    package_data={"pst_fast.data": ["assets/*.tar.gz"], "pst_fast.sweep": ["*.toml"]},
+    package_data={"pst_fast.data": ["assets/*.tar.gz"], "pst_fast.sweep": ["*.toml", "*.js", "*.css"], "pst_fast.attacks": ["*.json"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext},
     zip_safe=False,

@@ -51,9 +51,10 @@ def sal(run: str | Path, mode: str = "fast", out: str | Path | None = None, devi
     return sal_of_run(run, parse_sal_config(mode, ",".join(f"{k}={v}" for k, v in knobs.items())), out, device, quiet)
 
 
-def ud(clean: str | Path, poisoned: str | Path | list) -> dict:
-    """Unlearnable distance of ``poisoned`` run(s) against the ``clean`` run, from their SAL records:
-    ``{"beta": β, "runs": [{"run", "lp", "ud", ...}]}`` (UD ≈ 1 for another clean run, lower = less learnable)."""
+def ud(clean: str | Path | list, poisoned: str | Path | list, reference: str = "same-defense") -> dict:
+    """Unlearnable distance of ``poisoned`` run(s) against the ``clean`` run(s), from their SAL records: each run against
+    the clean run of its own defense (``reference="same-defense"``, official) or of standard training (``"standard"``):
+    ``{"beta": β, "runs": [{"run", "clean", "lp", "ud", ...}]}`` (UD ≈ 1 for another clean run, lower = less learnable)."""
     from .metrics.ud import unlearnable_distance
 
-    return unlearnable_distance(clean, list(poisoned) if isinstance(poisoned, (list, tuple)) else [poisoned])
+    return unlearnable_distance(clean, list(poisoned) if isinstance(poisoned, (list, tuple)) else [poisoned], reference)

@@ -6,6 +6,7 @@ import dataclasses
 import sys
 
 from .errors import PstFastError
+from .text import printable
 
 EPILOG = """examples:
   pst-fast train --data cifar10-mini --model fastnet --out runs/clean
@@ -83,7 +84,11 @@ def cmd_data_import(args) -> None:
 
     splits = import_source(args.src, args.out, name=args.name, workers=args.workers, on_bad_image="skip" if args.skip_bad else "fail")
     for split, ds in splits.items():
-        print(f"{split}: {len(ds)} images {'x'.join(map(str, ds.shape))}, {ds.num_classes} classes -> {ds.path}")
+        print(printable(f"{split}: {len(ds)} images {'x'.join(map(str, ds.shape))}, {ds.num_classes} classes -> {ds.path}"))
+        for key, what in (("skipped", "unreadable images skipped"), ("truncated", "truncated JPEGs imported with libjpeg's grey fill")):
+            if ds.meta.get(key):
+                print(printable(f"warning: {split}: {len(ds.meta[key])} {what} (listed in meta.json '{key}'), e.g. {ds.meta[key][0]}"),
+                      file=sys.stderr)
 
 
 def cmd_data_export(args) -> None:
@@ -98,8 +103,8 @@ def cmd_data_import_poison(args) -> None:
 
     ds = import_poison(args.src, args.clean, args.out, attack=args.attack, trust_pickle=args.trust_pickle, workers=args.workers)
     delta = "absent (a change does not fit int8)" if ds.delta is None else "per sample"
-    print(f"train: {len(ds)} poisoned images {'x'.join(map(str, ds.shape))} of {args.clean} ({ds.meta['source_kind']}), "
-          f"attack {ds.meta['attack']}, delta.npy {delta} -> {ds.path.parent}")
+    print(printable(f"train: {len(ds)} poisoned images {'x'.join(map(str, ds.shape))} of {args.clean} ({ds.meta['source_kind']}), "
+                    f"attack {ds.meta['attack']}, delta.npy {delta} -> {ds.path.parent}"))
 
 
 def cmd_data_info(args) -> None:
@@ -111,19 +116,10 @@ def cmd_data_info(args) -> None:
 
 
 def cmd_data_show(args) -> None:
-    import numpy as np
-
     from . import data
-    from .data.grid import save_poison_grid, save_grid
+    from .data.grid import save_preview
 
-    ds = data.load(args.data, args.split, verify=False)
-    rows = np.linspace(0, len(ds) - 1, min(args.n, len(ds))).round().astype(np.int64)  # spread over all classes
-    if ds.delta is not None and ds.delta.shape[0] == len(ds):
-        poisoned = np.asarray(ds.images[rows])
-        clean = (poisoned.astype(np.int16) - ds.delta[rows]).astype(np.uint8)
-        save_poison_grid(clean, poisoned, args.out, len(rows))
-    else:
-        save_grid(np.asarray(ds.images[rows]), args.out, labels=ds.labels[rows], class_names=ds.classes)
+    save_preview(data.load(args.data, args.split, verify=False), args.out, args.n)
     print(args.out)
 
 
@@ -132,7 +128,9 @@ def cmd_attacks(args) -> None:
 
     for spec in ATTACKS.values():
         defaults = ", ".join(f"{f.name}={f.default:.5g}" if isinstance(f.default, float) else f"{f.name}={f.default}" for f in dataclasses.fields(spec.params))
-        print(f"{spec.name:<13} {spec.norm:<5} {spec.summary}  [{spec.reference}]\n{'':<19} defaults: {defaults}")
+        print(f"{spec.name:<13} {spec.norm:<5} {spec.summary}  [{spec.reference}]\n{'':<19} defaults: {defaults}"
+              + (f"\n{'':<19} fidelity: {spec.fidelity}" if spec.fidelity else ""))
+    print("\ndocs/fidelity.md compares every attack, defense and metric with its official code")
 
 
 def cmd_defenses(args) -> None:
@@ -185,20 +183,23 @@ def cmd_ud(args) -> None:
     from .metrics.record import SALRecord
     from .metrics.ud import unlearnable_distance
 
-    rep = unlearnable_distance(args.clean, args.poisoned)
+    rep = unlearnable_distance(args.clean, args.poisoned, args.reference)
     out = Path(args.out)
-    records = [SALRecord.load(args.clean)] + [SALRecord.load(p) for p in args.poisoned]
-    names = [Path(args.clean).name + " (clean)"] + [Path(p).name for p in args.poisoned]
+    records = [SALRecord.load(c) for c in args.clean] + [SALRecord.load(p) for p in args.poisoned]
+    names = [Path(c).name + " (clean)" for c in args.clean] + [Path(p).name for p in args.poisoned]
     heat = plot_sal_grid(records, names, out / "sal-heatmap.png", beta=rep["beta"])
     bars = plot_ud(rep, out / "ud.png")
     if args.json:
         print(json.dumps(rep, indent=1))
         return
-    print(f"β = {rep['beta']:.4g}  (2-means midpoint of the clean run's per-layer SAL, mean over epochs {rep['epochs']})")
-    print(f"{'run':<28} {'data':<28} {'#LP':>6} {'UD':>7}")
-    print(f"{names[0]:<28} {str(records[0].meta.get('data'))[-28:]:<28} {rep['clean']['lp']:>6.2f} {1.0:>7.3f}")
-    for r, rec in zip(rep["runs"], records[1:]):
-        print(f"{Path(r['run']).name:<28} {str(r['data'])[-28:]:<28} {r['lp']:>6.2f} {r['ud']:>7.3f}")
+    print(f"β per clean run: 2-means midpoint of its per-layer SAL, mean over epochs {rep['epochs']}; each run is compared with "
+          f"the clean run {'of its own defense' if args.reference == 'same-defense' else 'of standard training'}")
+    print(f"{'run':<28} {'data':<28} {'defense':<12} {'β':>7} {'#LP':>6} {'UD':>7}")
+    for c, rec in zip(rep["cleans"], records):
+        print(f"{Path(c['run']).name + ' (clean)':<28} {str(rec.meta.get('data'))[-28:]:<28} {rec.meta.get('defense', 'standard'):<12} "
+              f"{c['beta']:>7.4g} {c['lp']:>6.2f} {1.0:>7.3f}")
+    for r in rep["runs"]:
+        print(f"{Path(r['run']).name:<28} {str(r['data'])[-28:]:<28} {r['defense']:<12} {r['beta']:>7.4g} {r['lp']:>6.2f} {r['ud']:>7.3f}")
     print("#LP: mean number of layers with SAL > β per measured epoch; UD = Σλ / Σλ_clean (1 = clean, lower = more unlearnable)")
     print(f"wrote {heat} and {bars}")
 
@@ -223,16 +224,24 @@ def cmd_sweep_run(args) -> None:
     spec = load_spec(args.spec)
     print(intro_text(spec, expand(spec)))
     store = run_sweep(spec, args.db, workdir=args.workdir, workers=args.workers, retry_failed=args.retry_failed,
-                      executor=args.executor, address=args.address)
+                      executor=args.executor, address=args.address, tensorboard=args.tensorboard, wait=args.wait)
     rows = store.cells()
     pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
     print(f"{'attack':<12} {'defense':<12} {'model':<10} {'seed':>4} {'status':<8} {'final':>6} {'peak':>6} {'UD':>6}")
     for r in rows:
         ud = "—" if r["ud"] is None else f"{r['ud']:.2f}"
-        print(f"{r['attack']:<12} {r['defense']:<12} {r['model']:<10} {r['seed']:>4} {r['status']:<8} {pct(r['final_test_acc']):>6} "
-              f"{pct(r['peak_test_acc']):>6} {ud:>6}" + (f"  {r['error']}" if r["error"] else ""))
+        print(printable(f"{r['attack']:<12} {r['defense']:<12} {r['model']:<10} {r['seed']:>4} {r['status']:<8} {pct(r['final_test_acc']):>6} "
+                        f"{pct(r['peak_test_acc']):>6} {ud:>6}" + (f"  {r['error']}" if r["error"] else "")))
     done = sum(r["status"] == "done" for r in rows)
     print(f"{done}/{len(rows)} cells done; results in {args.db}")
+    fail_if_cells_failed(rows, args.db)
+
+
+def fail_if_cells_failed(rows, db: str) -> None:
+    """A sweep with failed cells ends with a non-zero exit (their errors are in the table and in ``db``)."""
+    failed = sum(r["status"] == "failed" for r in rows)
+    if failed:
+        raise PstFastError(f"{failed} of {len(rows)} cells failed (errors above and in {db}); fix the cause and rerun with --retry-failed")
 
 
 def print_report(db: str, out: str) -> None:
@@ -256,8 +265,9 @@ def cmd_quickstart(args) -> None:
     print(intro_text(spec, expand(spec)))
     minutes = "13" if args.amp == "on" else "17"
     print(f"Results go to {args.db}; re-running the same command resumes. About {minutes} minutes on 2 CPU cores.\n")
-    run_sweep(spec, args.db, retry_failed=True)
+    store = run_sweep(spec, args.db, retry_failed=True)
     print_report(args.db, args.out)
+    fail_if_cells_failed(store.cells(), args.db)
 
 
 def with_amp(spec, amp: str):
@@ -282,8 +292,14 @@ def cmd_report(args) -> None:
         raise PstFastError(f"{args.db}: no such results database (written by 'pst-fast sweep run --db')")
     if args.format in ("csv", "json"):
         sys.stdout.write(dumps(args.db, args.format))
-        return
-    print_report(args.db, args.out)
+    else:
+        print_report(args.db, args.out)
+    if args.tensorboard:
+        from .sweep.report import export_tensorboard
+
+        runs = export_tensorboard(args.db, args.tensorboard)
+        note = sys.stdout if args.format == "html" else sys.stderr  # csv and json own stdout
+        print(f"TensorBoard: {len(runs)} runs in {args.tensorboard} (tensorboard --logdir {args.tensorboard})", file=note)
 
 
 def attack_parser(name: str) -> argparse.ArgumentParser:
@@ -291,7 +307,7 @@ def attack_parser(name: str) -> argparse.ArgumentParser:
 
     spec = get_attack(name)
     p = argparse.ArgumentParser(prog=f"pst-fast poison --attack {name}", formatter_class=Formatter,
-                                description=f"{spec.summary} [{spec.reference}]; norm {spec.norm}")
+                                description=f"{spec.summary} [{spec.reference}]; norm {spec.norm}", epilog=spec.fidelity or None)
     add_dataclass_options(p, spec.params)
     return p
 
@@ -314,9 +330,17 @@ def cmd_poison(args, rest: list[str]) -> None:
     print(f"{s['attack']}: wrote {s['out']} in {s['seconds']:.0f} s" + (f" ({s['rounds']} rounds, stopped by {s['stopped']})" if "rounds" in s else ""))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def protocol_epilog() -> str:
+    from .training.protocols import PROTOCOLS, describe
+
+    return "protocols (--protocol NAME; explicit options override them):\n" + "\n".join(f"  {n}: {describe(n)}" for n in PROTOCOLS)
+
+
+def build_parser(protocol: str = "") -> argparse.ArgumentParser:
+    """The whole command line; ``protocol``: the train options' defaults are that preset's (explicit options override it)."""
     from . import __version__
     from .training import TrainConfig
+    from .training.protocols import with_protocol
 
     p = argparse.ArgumentParser(prog="pst-fast", description="pst_fast: unlearnable-example attacks, defenses and metrics, fast.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -327,9 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=Formatter, description="Train a model; evaluates clean test accuracy every epoch and records "
                        "config.json, metrics.jsonl, checkpoint.pt, model.pt, curves.png and summary.json in --out (with --sal also sal.npz, "
                        "sal.json and sal.png). "
-                       "Re-running the same command resumes a killed run.")
+                       "Re-running the same command resumes a killed run.", epilog=protocol_epilog())
     add_dataclass_options(t, TrainConfig)
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, **with_protocol({"protocol": protocol}))
 
     po = sub.add_parser("poison", help="generate an unlearnable version of a dataset (see 'pst-fast attacks')", formatter_class=Formatter,
                         description="Generate a poisoned dataset: OUT/train is the poisoned training split, OUT/test the clean test split. "
@@ -366,9 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("ud", help="unlearnable distance of poisoned runs against a clean run (from their SAL records)", formatter_class=Formatter,
                        description="UD = Σ_t λ_poisoned(t) / Σ_t λ_clean(t), λ(t) = number of layers whose SAL exceeds β, β = the clean run's "
-                       "mean per-epoch 2-means midpoint. Runs must share model, epochs, SAL settings and layers; the clean run must be clean. "
-                       "Writes a SAL heatmap (layers × epochs per run) and a UD bar chart to --out.")
-    u.add_argument("--clean", required=True, help="run directory (or SAL record directory) of the clean reference run")
+                       "mean per-epoch 2-means midpoint. Each run is compared with the clean run trained with the same defense (as the "
+                       "official get_ud.py), or with --reference standard the clean run of standard training. Runs must share model, "
+                       "epochs, SAL settings and layers; the clean run must be clean. Writes a SAL heatmap (layers × epochs per run) "
+                       "and a UD bar chart to --out.")
+    u.add_argument("--clean", required=True, nargs="+", help="run directories (or SAL record directories) of the clean reference runs")
+    u.add_argument("--reference", default="same-defense", choices=["same-defense", "standard"],
+                   help="which clean run each run is compared with: the one trained with its defense (official), or standard training's")
     u.add_argument("--poisoned", required=True, nargs="+", help="run directories to compare (a second clean seed is fine: UD ≈ 1)")
     u.add_argument("--out", default="ud", help="directory for sal-heatmap.png and ud.png")
     u.add_argument("--json", action="store_true", help='print {"beta": ..., "runs": [{"run", "lp", "ud", ...}]} instead of the table')
@@ -393,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--retry-failed", action="store_true", help="also rerun cells that failed before")
     sr.add_argument("--executor", default="local", choices=["local", "ray"], help="local worker processes, or tasks on a Ray cluster")
     sr.add_argument("--address", default=None, help="Ray cluster address: auto or HOST:PORT (default: start a local Ray instance)")
+    sr.add_argument("--tensorboard", default=None, metavar="DIR", help="also write TensorBoard event files of every cell trained "
+                    "now, live, to DIR/DATASET/ATTACK/DEFENSE/MODEL/seedN ('pst-fast report DB --tensorboard DIR' exports finished ones)")
+    sr.add_argument("--wait", action="store_true", help="if another 'sweep run' is using --db, wait for it to finish instead of failing")
     sr.set_defaults(func=cmd_sweep_run)
 
     qs = sub.add_parser("quickstart", help="the built-in demo sweep: EM and LSP poisons × standard, PST and ISS-JPEG training, with UD",
@@ -406,12 +437,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "on is 1.3x faster end to end on a CPU with AVX512-BF16 (SAL stays float32) and gives its own database and report")
     qs.set_defaults(func=cmd_quickstart)
 
-    rp = sub.add_parser("report", help="tables and plots of a sweep database (Markdown + HTML, or CSV/JSON records)", formatter_class=Formatter,
-                        description="Writes report.md, report.html, grid.png (attack × defense heatmap) and curves.png to --out; "
-                        "with --format csv|json prints one record per cell instead. Unfinished cells are marked.")
+    rp = sub.add_parser("report", help="tables and plots of a sweep database (a static HTML site + Markdown, or CSV/JSON records)",
+                        formatter_class=Formatter,
+                        description="Writes a static site to --out (open report.html from disk: the attack × defense table, "
+                        "sortable and filterable, each entry linking to its cell's page with curves, SAL and UD, PST's detector "
+                        "trace and the poison's preview), plus report.md, grid.png and curves.png; with --format csv|json prints "
+                        "one record per cell instead. Unfinished cells are marked.")
     rp.add_argument("db", help="SQLite results database of 'pst-fast sweep run'")
     rp.add_argument("--out", default="report", help="directory of the report")
-    rp.add_argument("--format", default="html", choices=["html", "csv", "json"], help="html: the Markdown + HTML page; csv/json: records on stdout")
+    rp.add_argument("--format", default="html", choices=["html", "csv", "json"], help="html: the site and report.md; csv/json: records on stdout")
+    rp.add_argument("--tensorboard", default=None, metavar="DIR", help="also export every cell's per-epoch metrics as TensorBoard "
+                    "event files to DIR/DATASET/ATTACK/DEFENSE/MODEL/seedN (tensorboard --logdir DIR)")
     rp.set_defaults(func=cmd_report)
 
     b = sub.add_parser("bench", help="the throughput benchmark suite: pst_fast against same-run eager baselines and the machine's peaks",
@@ -476,12 +512,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    if getattr(args, "protocol", ""):  # a preset: its values become the train defaults that explicit options override
+        parser = build_parser(args.protocol)
+        args, rest = parser.parse_known_args(argv)
     if rest and not getattr(args, "takes_rest", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         args.func(args, rest) if getattr(args, "takes_rest", False) else args.func(args)
     except PstFastError as e:
-        print(f"pst-fast: error: {e}", file=sys.stderr)
+        print(f"pst-fast: error: {printable(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()

@@ -59,7 +59,7 @@ def test_missing_meta_field_bad_json_and_version(tiny_dataset, fails):
     path.write_text(json.dumps({k: v for k, v in good.items() if k != "classes"}))
     fails(r"meta.json: missing field\(s\) classes", read_dataset, tiny_dataset)
     path.write_text(json.dumps(good | {"format_version": 99}))
-    fails("format_version 99 is not supported", read_dataset, tiny_dataset)
+    fails("format_version is int 99; expected the integer 1 or 2", read_dataset, tiny_dataset)
     path.write_text("[1, 2]")
     fails("meta.json: expected a JSON object", read_dataset, tiny_dataset)
     path.write_text("{not json")

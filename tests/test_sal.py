@@ -167,7 +167,7 @@ def test_train_records_sal_and_offline_sal_reproduces_it(noise, tmp_path):
     assert (tmp_path / "run" / "sal.png").stat().st_size > 0
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert np.allclose(lines[1]["sal"], rec.matrix()[1], atol=1e-6)
-    np.testing.assert_allclose(rec.matrix("l0"), [l["train_loss"] for l in lines], rtol=1e-6)
+    np.testing.assert_allclose(rec.matrix("l0"), [l["train_ce"] for l in lines], rtol=1e-6)  # SAL's loss is plain CE (issue 18)
     again = sal_of_run(tmp_path / "run", parse_sal_config("exact", "rounds=2,subset=64"), out=tmp_path / "offline", quiet=True)
     for k in ("sal", "loss_max", "loss_min", "ratio_max"):
         assert np.array_equal(again.matrix(k), rec.matrix(k)), k

@@ -1,4 +1,5 @@
 """Sweep specs: the example parses and expands; bad specs are refused before anything runs, naming line and key."""
+import dataclasses
 import json
 import os
 import re
@@ -7,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 from conftest import write_noise_dataset
@@ -32,8 +34,12 @@ def test_example_spec_expands_to_the_documented_grid(capsys):
     assert len(cells) == 3 * 3 * 1 * 2 + 2 and sum(c.reference for c in cells) == 2  # + a clean UD reference per seed
     assert len(poisons) == 3 and all(sum(c.poison is not None and c.poison.id == p for c in cells) == 6 for p in poisons)
     assert [c.id for c in expand(load_spec(EXAMPLE_SPEC))] == [c.id for c in cells]  # content ids are stable
-    # ... across versions too: new attack parameters at their defaults must not rename existing poisons
-    assert {c.attack: c.poison.id for c in cells if c.poison} == {"em": "246a2cd1bd70e5de", "lsp": "d672bc201eb49484", "ops": "af139f3a9efe5434"}
+    # ... across versions too: the official defaults of 0.2 (issue 18) rename the poisons they change, and asking for the
+    # earlier algorithm by its parameters finds the names poisons made before had (a new parameter at its default renames nothing)
+    assert {c.attack: c.poison.id for c in cells if c.poison} == {"em": "115391c8f7be106c", "lsp": "b4dceac92ab40dba", "ops": "af9181e368b071d0"}
+    earlier = dataclasses.replace(spec, attacks=[("em", "em", {"max_rounds": 2, "delta_init": "uniform", "grad_clip": 0.0}),
+                                                 ("lsp", "lsp", {"rounding": "trunc"}), ("ops", "ops", {"score": "channel-sum"})])
+    assert {c.attack: c.poison.id for c in expand(earlier) if c.poison} == {"em": "246a2cd1bd70e5de", "lsp": "d672bc201eb49484", "ops": "af139f3a9efe5434"}
     assert main(["sweep", "init"]) == 0 and "[attacks.em]" in capsys.readouterr().out
     assert main(["sweep", "plan", str(EXAMPLE_SPEC)]) == 0
     assert "poison" in capsys.readouterr().out
@@ -51,7 +57,7 @@ def test_quickstart_amp_sets_training_and_surrogate_attacks(monkeypatch, tmp_pat
     ids = [{c.attack: c.poison.id for c in expand(s) if c.poison} for s in (spec, on)]
     assert ids[0]["em"] != ids[1]["em"] and ids[0]["lsp"] == ids[1]["lsp"]  # a bf16 EM poison; LSP has no surrogate
     seen = {}
-    monkeypatch.setattr(run_mod, "run_sweep", lambda s, db, **kw: seen.update(spec=s, db=db))
+    monkeypatch.setattr(run_mod, "run_sweep", lambda s, db, **kw: seen.update(spec=s, db=db) or SimpleNamespace(cells=list))
     monkeypatch.setattr("pst_fast.cli.print_report", lambda db, out: seen.update(out=out))
     monkeypatch.chdir(tmp_path)
     assert main(["quickstart", "--amp", "on"]) == 0
@@ -84,9 +90,9 @@ def test_alias_runs_one_defense_with_other_parameters():
 @pytest.mark.parametrize("text,match", [
     (BASE + "[attacks.emm]\n", r"<spec>:8: \[attacks.emm\]: unknown attack 'emm'"),
     (BASE.replace("epochs = 2", "epoch = 2"), r"<spec>:5: \[train\] epoch: unknown training option"),
-    (BASE.replace("epochs = 2", 'epochs = "two"'), r"<spec>:5: \[train\] epochs: expected a int, got str"),
-    (BASE + "[attacks.em]\nmax_rounds = 2.5\n", r"<spec>:\d+: \[attacks.em\] max_rounds: expected a int"),
-    (BASE + '[attacks.em]\namp = "fast"\n', r"<spec>:\d+: \[attacks.em\] amp: expected one of auto, on, off, got 'fast'"),
+    (BASE.replace("epochs = 2", 'epochs = "two"'), r"<spec>:5: \[train\] epochs='two': expected an integer, got str"),
+    (BASE + "[attacks.em]\nmax_rounds = 2.5\n", r"<spec>:\d+: \[attacks.em\] max_rounds=2.5: expected an integer"),
+    (BASE + '[attacks.em]\namp = "fast"\n', r"<spec>:\d+: \[attacks.em\] amp='fast': expected one of auto, on, off"),
     (BASE + "[defenses.pst]\nthaw = 3\n", r"\[defenses.pst\] thaw: unknown parameter"),
     (BASE.replace("seeds = [0]", "seeds = []"), r"\[sweep\] seeds: is empty"),
     (BASE.replace("[attacks.lsp]", ""), r"no \[attacks.NAME\] section"),
@@ -109,7 +115,7 @@ def test_plan_cli_reports_spec_errors(tmp_path, capsys):
     bad.write_text(BASE.replace("epochs = 2", "epochs = -1"))
     assert main(["sweep", "plan", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert f"{bad}:4: [train]: --epochs=-1" in err and err.count("\n") == 1
+    assert f"{bad}:5: [train] epochs=-1: expected an integer >= 1" in err and err.count("\n") == 1
 
 
 def tiny_spec(root, tmp_path):

@@ -11,14 +11,34 @@ import time
 
 from .. import data
 from ..errors import PstFastError
+from ..io import check_out
 from . import adversarial as _adv
 from . import em as _em
 from . import rem as _rem
 from . import synthetic as _syn
 from .base import AttackSpec, Poison, params_from, save_poison
 
+SURROGATE = "model=auto trains fastnet-small on CPU (the papers' resnet18 on CUDA); amp=auto is bf16 on CUDA"
+FIDELITY = {
+    "em": "defaults: official sample-wise settings (HanxunH/Unlearnable-Examples @f347155). Not official: " + SURROGATE
+          + "; the max_rounds cap; delta_init=uniform, grad_clip=0",
+    "em-class": "defaults: official class-wise settings, stop 0.99 as its scripts (README: 0.9) (HanxunH/Unlearnable-Examples "
+                "@f347155). Not official: " + SURROGATE + "; the max_rounds cap; the 20% subset is not stratified; delta_init=uniform, grad_clip=0",
+    "rem": "defaults: official (fshp971/robust-unlearnable-examples @adf2060, scripts/cifar10/gen_rem.sh). Not official: "
+           "perturb_every > 1 (cheaper); " + SURROGATE,
+    "tap": "defaults: official PGD recipe (lhfowl/adversarial_poisons @a1d58d8). Not official: schedule=multistep, "
+           "restart_select=sample; the surrogate is trained by pst_fast's trainer (cosine schedule, not the official step "
+           "decay); " + SURROGATE,
+    "hypo": "schedule as the authors' code (TLMichael/Hypocritical-Perturbation: 100 steps of eps/10, augmented). Not official: "
+            "the crafting model, a standard-trained surrogate (the authors' is adversarially trained, eps 2/255); " + SURROGATE,
+    "lsp": "defaults: official (dayu11/Availability-Attacks-Create-Shortcuts @d27ab29). Not official: rounding=nearest|trunc",
+    "ops": "defaults: official search (cychomatica/One-Pixel-Shotcut @fe440c1). Not official: score=channel-sum",
+    "ar": "defaults: official (psandovalsegura/autoregressive-poisoning @bf350b0: its published coefficients, rounding to "
+          "nearest). Not official: coefficients=random, rounding=floor|trunc",
+    "cuda": "defaults: official (vinusankars/Convolution-based-Unlearnability @ff58b1c); only the random draws differ",
+}
 ATTACKS: dict[str, AttackSpec] = {
-    s.name: s
+    s.name: dataclasses.replace(s, fidelity=FIDELITY.get(s.name, ""))
     for s in [
         AttackSpec("em", _em.em, _em.EMParams, "linf", "error-minimizing noise, sample-wise (min-min bilevel)", "Huang et al., ICLR 2021",
                    _em.em_tree),
@@ -59,6 +79,7 @@ def poison(attack: str, data_name: str = "cifar10-mini", out: str | None = None,
 
     if Path(out).exists():
         raise PstFastError(f"--out {out}: output directory exists (choose another or remove it)")
+    check_out(out)
     if data.is_image_folder(data_name):
         return _poison_tree(spec, p, data_name, out, seed, device, progress, image_size)
     if image_size:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data.format import ImageDataset, write_poison
 from ..errors import PstFastError
+from ..options import check_field
 
 
 @dataclass
@@ -26,6 +27,7 @@ class AttackSpec:
     summary: str
     reference: str
     tree: Callable | None = None  # tree(split, image_size, params, seed, device, progress) -> (int8 δ, info) on an ImageFolder split
+    fidelity: str = ""            # which defaults follow the official code (repository @ commit read) and which options do not
 
     def budget(self, params) -> float | None:
         return getattr(params, "eps", None)
@@ -53,16 +55,13 @@ def effective_delta(clean_u8: np.ndarray, poisoned_u8: np.ndarray) -> np.ndarray
 
 
 def params_from(spec: AttackSpec, overrides: dict):
-    """The attack's parameter dataclass with ``overrides`` applied; unknown names and wrong types are refused."""
+    """The attack's parameter dataclass with ``overrides`` applied; unknown names, wrong types, non-finite and
+    out-of-range values are refused (:func:`pst_fast.options.check_field`)."""
     fields = {f.name: f for f in dataclasses.fields(spec.params)}
     for k, v in overrides.items():
         if k not in fields:
             raise PstFastError(f"attack {spec.name}: unknown parameter {k!r} (expected one of {', '.join(fields)})")
-        default, choices = fields[k].default, fields[k].metadata.get("choices")
-        if choices and v not in choices:
-            raise PstFastError(f"attack {spec.name}: parameter {k}={v!r} must be one of {', '.join(map(str, choices))}")
-        if isinstance(default, bool) and not isinstance(v, bool) or isinstance(default, (int, float)) and not isinstance(default, bool) and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise PstFastError(f"attack {spec.name}: parameter {k}={v!r} must be of type {type(default).__name__}")
+        check_field(fields[k], v, f"attack {spec.name}: parameter {k}")
     p = spec.params(**overrides)
     eps = getattr(p, "eps", None)
     if eps is not None and spec.norm == "linf" and not 0 < eps <= 1:

@@ -3,11 +3,13 @@
 The official min-min loop: repeat { M surrogate SGD steps on x+δ (train mode, no augmentation); a
 PGD-descent sweep over the training set (eval mode; BatchNorm folded into the convs) } until the
 surrogate's accuracy on the poisoned training set (eval mode, no augmentation) reaches ``stop_acc``.
-Sample-wise δ starts uniform in [-ε, ε]. Class-wise δ (one per class) is updated per batch to the mean of
-its samples' PGD results, clamped to the ball, as the official universal-perturbation loop does, with the
-official class-wise settings: one PGD step per batch, and the sweep and the stop-condition accuracy on a
-fixed seeded 20% subset of the training set (``sweep_portion``). ``max_rounds`` caps the loop (the
-official one can run forever); hitting it is recorded in the poison's meta.
+As the official code: δ starts at 0 (``delta_init``; its ``--random_start`` is off), and the surrogate's
+gradient norm is clipped to 5.0 on its training steps (``grad_clip``, its ``trainer.py``). Class-wise δ (one
+per class) is updated per batch to the mean of its samples' PGD results, clamped to the ball, as the official
+universal-perturbation loop does, with the official class-wise settings: one PGD step per batch, the sweep
+and the stop-condition accuracy on a fixed seeded 20% subset of the training set (``sweep_portion``), and the
+stop at 99% (its scripts' ``--universal_stop_error 0.01``; its README says 0.1). ``max_rounds`` caps the loop
+(the official one can run forever); hitting it is recorded in the poison's meta.
 
 The loop (:func:`min_min`) reads clean batches from a :class:`Source`: the resident canonical split, or an
 ImageFolder split decoded with the evaluation transform at the training resolution — once, into host memory, when
@@ -49,12 +51,16 @@ class EMParams:
     lr: float = opt(0.1, "surrogate SGD (momentum 0.9, weight decay 5e-4, as the official)")
     batch_size: int = opt(512, "images per PGD batch")
     amp: str = surrogate_amp()
+    delta_init: str = opt("zero", "start of δ: zero (official) or uniform in the ε-ball (pst_fast's earlier default; not official)",
+                          ("zero", "uniform"), later=True, earlier="uniform")
+    grad_clip: float = opt(5.0, "clip the surrogate's gradient norm on its training steps (official 5.0); 0 = off (not official)",
+                           later=True, earlier=0.0)
 
 
 @dataclass
 class EMClassParams(EMParams):
     steps: int = opt(1, "PGD steps per batch in each sweep (official class-wise 1)")
-    stop_acc: float = opt(0.9, "stop when the surrogate fits the poisoned set this well (class-wise official 0.9)")
+    stop_acc: float = opt(0.99, "stop when the surrogate fits the poisoned set this well (official scripts 0.99; README 0.9)")
     sweep_portion: float = opt(0.2, "fraction of the training set (a fixed seeded subset) swept and evaluated each round (official 0.2)")
 
 
@@ -107,13 +113,17 @@ def min_min(source: Source, p: EMParams, seed: int, device="cpu", class_wise: bo
     g = torch.Generator(device=device).manual_seed(seed)
     labels, k, n, (c, h, w) = source.labels, source.num_classes, len(source.labels), source.shape
     surrogate, opt = _surrogate(source, p, device)
+    uniform = p.delta_init == "uniform"
+    if p.delta_init not in ("zero", "uniform"):
+        raise PstFastError(f"--delta-init {p.delta_init!r}: expected zero or uniform")
     if host and not class_wise:  # drawn per block of rows: never the whole float δ at once
-        delta = HostLevels(np.empty((n, h, w, c), np.int8), device)
-        for lo in range(0, n, p.batch_size):
+        delta = HostLevels(np.zeros((n, h, w, c), np.int8), device)
+        for lo in range(0, n, p.batch_size) if uniform else ():
             rows = torch.arange(lo, min(lo + p.batch_size, n), device=device)
             delta[rows] = (torch.rand((len(rows), c, h, w), generator=g, device=device) * 2 - 1) * p.eps
     else:
-        delta = (torch.rand((k if class_wise else n, c, h, w), generator=g, device=device) * 2 - 1) * p.eps
+        shape = (k if class_wise else n, c, h, w)
+        delta = (torch.rand(shape, generator=g, device=device) * 2 - 1) * p.eps if uniform else torch.zeros(shape, device=device)
     delta_of = (lambda idx: delta[labels[idx]]) if class_wise else (lambda idx: delta[idx])
     pgd = PGD(steps=p.steps, step_size=p.step_size, eps=p.eps, direction=-1)
     portion = getattr(p, "sweep_portion", 1.0)
@@ -131,6 +141,8 @@ def min_min(source: Source, p: EMParams, seed: int, device="cpu", class_wise: bo
             loss = F.cross_entropy(surrogate(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if p.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(surrogate.model.parameters(), p.grad_clip)
             opt.step()
         frozen = surrogate.frozen()  # BN folded into the convs: the sweep's weights are fixed
         for start in range(0, len(swept), p.batch_size):  # the sweep, in dataset order as the official loop

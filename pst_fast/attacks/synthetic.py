@@ -7,12 +7,15 @@ cuda    convolution-based unlearnable data (Sadasivan et al., CVPR 2023)
 random / random-class / region   the noise baselines
 
 Every generator takes the clean training split and returns a :class:`Poison`; all randomness comes
-from ``numpy.random.default_rng(seed)``. L2 attacks quantize toward zero, so the saved uint8
-perturbation never exceeds the float one in any pixel and the L2 budget holds on the published images.
+from ``numpy.random.default_rng(seed)``. The L2 attacks publish their images as the official code does
+(``rounding``: LSP floors, AR rounds to nearest); ``trunc`` (toward zero, pst_fast's earlier choice, not
+official) keeps every published pixel change within the float one, so the L2 budget holds exactly.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -21,10 +24,30 @@ from ..errors import PstFastError
 from ..options import opt
 from .base import Poison, effective_delta, quantize
 
+ROUNDINGS = ("floor", "nearest", "trunc")
 
-def _trunc_quantize(clean: np.ndarray, delta01: np.ndarray) -> np.ndarray:
-    """uint8 of clamp(x + trunc(255 δ), 0, 255): rounding toward zero keeps |δ_q| <= |δ| per pixel."""
-    return np.clip(clean.astype(np.int32) + np.trunc(delta01 * 255.0).astype(np.int32), 0, 255).astype(np.uint8)
+
+def publish(clean: np.ndarray, delta01: np.ndarray, rounding: str) -> np.ndarray:
+    """uint8 images of clean uint8 x (N, H, W, C) plus float δ in [0, 1] units, rounded as ``rounding`` says:
+
+    floor    LSP's official ``clip((x/255 + δ)·255, 0, 255).astype(uint8)`` (float64)
+    nearest  AR's official ``clamp(x/255 + δ, 0, 1)·255 + 0.5`` cast to uint8 (float32, as its torch export)
+    trunc    clamp(x + trunc(255 δ), 0, 255): rounding toward zero keeps |δ_q| <= |δ| per pixel (not official)
+    """
+    if rounding == "floor":
+        return np.clip((clean.astype(np.float64) / 255.0 + delta01) * 255.0, 0, 255).astype(np.uint8)
+    if rounding == "nearest":
+        v = np.clip(clean.astype(np.float32) / np.float32(255) + delta01.astype(np.float32), 0, 1)
+        return np.clip(v * np.float32(255) + np.float32(0.5), 0, 255).astype(np.uint8)
+    if rounding == "trunc":
+        return np.clip(clean.astype(np.int32) + np.trunc(delta01 * 255.0).astype(np.int32), 0, 255).astype(np.uint8)
+    raise PstFastError(f"--rounding {rounding!r}: expected one of {', '.join(ROUNDINGS)}")
+
+
+def rounding_opt(official: str):
+    """The ``rounding`` parameter of an L2 attack whose official export rounds as ``official`` (trunc: the earlier default)."""
+    return opt(official, f"uint8 export: {official} (official), or the others of {', '.join(ROUNDINGS)} (trunc: toward zero, "
+               "the L2 budget holds exactly; not official)", ROUNDINGS, later=True, earlier="trunc")
 
 
 def _l2_normalize(noise: np.ndarray, norm: float) -> np.ndarray:
@@ -40,6 +63,7 @@ class LSPParams:
     eps: float = opt(6 / 255, "L-inf-equivalent strength; L2 radius = eps * sqrt(H W C) (official default 6/255)")
     patch_size: int = opt(8, "side of each constant patch (official: 8 for 32x32)")
     class_sep: float = opt(10.0, "distance of the class clusters (sklearn make_classification's class_sep)")
+    rounding: str = rounding_opt("floor")
 
 
 def lsp(train: ImageDataset, p: LSPParams, seed: int, **_) -> Poison:
@@ -60,7 +84,7 @@ def lsp(train: ImageDataset, p: LSPParams, seed: int, **_) -> Poison:
     points = centroids[y] + np.einsum("nd,nde->ne", rng.standard_normal((n, dim)), mixing[y])
     patches = points.reshape(n, gh, gw, c).repeat(p.patch_size, 1).repeat(p.patch_size, 2)[:, :h, :w, :]
     noise = _l2_normalize(patches, p.eps * np.sqrt(h * w * c))
-    images = _trunc_quantize(np.asarray(train.images), noise)
+    images = publish(np.asarray(train.images), noise, p.rounding)
     return Poison(images, effective_delta(np.asarray(train.images), images), {"l2_radius": p.eps * float(np.sqrt(h * w * c))})
 
 
@@ -69,40 +93,94 @@ def lsp(train: ImageDataset, p: LSPParams, seed: int, **_) -> Poison:
 @dataclass
 class OPSParams:
     pixels: int = opt(1, "pixels changed per image (the paper's one-pixel shortcut uses 1)")
+    score: str = opt("official", "official: mean/std of |colour - x| over the class's (image, channel) entries, skipping the "
+                     "(position, colour) pairs earlier classes took; channel-sum: mean/std of the per-image L1 change, no "
+                     "exclusion (pst_fast's earlier default; not official)", ("official", "channel-sum"), later=True, earlier="channel-sum")
+
+
+def ops_scores(xs: np.ndarray, colours: np.ndarray, how: str) -> np.ndarray:
+    """(H·W, 2^C) search objective of one class's images ``xs`` (n, H, W, C) in [0, 1] for every (position, colour):
+    official = mean/std over the (n, C) entries of |colour - x| (``perturb.py:pixel_search``); channel-sum = mean/std over
+    the n images of sum_c |colour_c - x_c|."""
+    n, h, w, c = xs.shape
+    out = np.empty((h * w, len(colours)))
+    if how == "official":  # |colour - x| is x or 1 - x per channel: the moments of x give mean and std of every colour
+        m, m2 = xs.mean(0), (xs * xs).mean(0)                                       # (H, W, C)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k, col in enumerate(colours):
+            if how == "official":
+                mean = np.where(col == 1, 1 - m, m).mean(-1)
+                var = np.where(col == 1, 1 - 2 * m + m2, m2).mean(-1) - mean**2
+                out[:, k] = (mean / np.sqrt(np.maximum(var, 0))).reshape(-1)
+            else:
+                d = np.abs(col - xs).sum(-1)                                        # (n, H, W)
+                out[:, k] = (d.mean(0) / (d.std(0) + 1e-8)).reshape(-1)
+    return out
 
 
 def ops(train: ImageDataset, p: OPSParams, seed: int, **_) -> Poison:
-    """Per class: the pixel position and colour in {0,1}^3 maximizing mean(D)/std(D), where D is the
-    per-image L1 change sum_c |x[i,j,c] - colour_c| over the class; that pixel is set in every image of the class."""
+    """Per class: the ``pixels`` (position, colour in {0,1}^C) pairs with the highest :func:`ops_scores`, searched class by
+    class; that pixel is set to the colour in every image of the class. Officially a pair taken by an earlier class
+    scores 0. Colours are numbered as the official code does (channel 0 the most significant bit)."""
     x = np.asarray(train.images)
     y = np.asarray(train.labels)
     h, w, c = train.shape
-    colours = ((np.arange(2**c)[:, None] >> np.arange(c)[None, :]) & 1).astype(np.float32)  # (2^C, C)
+    if p.score not in ("official", "channel-sum"):
+        raise PstFastError(f"--score {p.score!r}: expected official or channel-sum")
+    if p.score == "official":
+        colours = ((np.arange(2**c)[:, None] >> np.arange(c - 1, -1, -1)[None, :]) & 1).astype(np.float64)
+    else:
+        colours = ((np.arange(2**c)[:, None] >> np.arange(c)[None, :]) & 1).astype(np.float32)
     images = x.copy()
-    chosen = []
+    chosen, taken = [], []
     for k in range(train.num_classes):
-        xs = x[y == k].astype(np.float32) / 255.0                                   # (n_k, H, W, C)
+        xs = x[y == k] / 255.0 if p.score == "official" else x[y == k].astype(np.float32) / 255.0   # (n_k, H, W, C)
         if len(xs) == 0:
             continue
-        d = np.abs(xs[None] - colours[:, None, None, None, :]).sum(-1)              # (2^C, n_k, H, W)
-        score = d.mean(1) / (d.std(1) + 1e-8)                                       # (2^C, H, W)
-        picks = np.argsort(score.reshape(-1))[::-1][: p.pixels]
-        for flat in picks:
-            col, rest = divmod(int(flat), h * w)
-            i, j = divmod(rest, w)
+        score = ops_scores(xs, colours, p.score)                                    # (H·W, 2^C)
+        if p.score == "official":
+            for point, colour in taken:
+                score[point, colour] = 0
+            ranking = np.unravel_index(np.argsort(score, axis=None), score.shape)
+            picks = [(ranking[0][-i - 1], ranking[1][-i - 1]) for i in range(p.pixels)]
+        else:
+            flat = np.argsort(score.T.reshape(-1))[::-1][: p.pixels]
+            picks = [(int(f) % (h * w), int(f) // (h * w)) for f in flat]
+        for point, col in picks:
+            i, j = divmod(int(point), w)
             images[y == k, i, j, :] = (colours[col] * 255).astype(np.uint8)
+            taken.append((int(point), int(col)))
             chosen.append({"class": k, "row": i, "col": j, "colour": colours[col].astype(int).tolist()})
     return Poison(images, None, {"pixels": chosen})
 
 
 # ---------------------------------------------------------------- AR
 
+AR_COEFFICIENTS = Path(__file__).with_name("ar_coefficients.json")
+
+
 @dataclass
 class ARParams:
-    eps: float = opt(1.0, "L2 norm of each image's perturbation (official default 1.0)")
+    eps: float = opt(1.0, "L2 norm of each image's perturbation (official README: --epsilon 1.0 --p_norm 2)")
     crop: int = opt(4, "generated at (H+crop)x(W+crop), the first crop rows/cols dropped (official: 36 -> 32)")
-    max_tries: int = opt(1000, "redraws of a class's coefficients whose process diverges (see ar())")
-    max_peak: float = opt(0.25, "a draw is degenerate if one value carries more than this fraction of the L2 norm")
+    max_tries: int = opt(1000, "coefficients=random: redraws of a class's coefficients whose process diverges (see ar())")
+    max_peak: float = opt(0.25, "coefficients=random: a draw is degenerate if one value carries more than this fraction of the L2 norm")
+    coefficients: str = opt("official", "official: the published coefficients (a search for mutually separable processes; the "
+                            "first K of its 10-class set for K <= 10 classes, of its 100-class set for K <= 100); random: drawn "
+                            "from the seed with a stability filter only (pst_fast's earlier default; not official)", ("official", "random"),
+                            later=True, earlier="random")
+    rounding: str = rounding_opt("nearest")
+
+
+def official_ar_coefficients(classes: int, channels: int) -> np.ndarray:
+    """(classes, 3, 3, 3) published AR coefficients (``ar_coefficients.json``: autoregressive-poisoning @bf350b0)."""
+    if channels != 3:
+        raise PstFastError(f"attack ar: the published coefficients are for 3 channels, the data has {channels}; use coefficients=random")
+    table = json.loads(AR_COEFFICIENTS.read_text())
+    key = "cifar10" if classes <= 10 else "cifar100"
+    if classes > len(table[key]):
+        raise PstFastError(f"attack ar: {classes} classes; the published coefficients cover at most 100; use coefficients=random")
+    return np.asarray(table[key][:classes], dtype=np.float64)
 
 
 def _ar_signal(coef: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -120,39 +198,50 @@ def _ar_stable(coef, start, p: "ARParams", sig=None) -> bool:
     with np.errstate(over="ignore", invalid="ignore"):
         if sig is None:
             sig = _ar_signal(coef, start)[:, :, p.crop :, p.crop :]
-        flat = sig.reshape(len(sig), -1)
+        flat = sig.reshape(len(sig), int(np.prod(sig.shape[1:])))  # explicit: a class may have no images
         norms = np.linalg.norm(flat, axis=1)
         return bool(np.isfinite(flat).all() and np.isfinite(norms).all() and (np.abs(flat).max(1) <= p.max_peak * norms).all())
 
 
 def ar(train: ImageDataset, p: ARParams, seed: int, **_) -> Poison:
-    """Per class, per channel, 3x3 AR coefficients b ~ N(0,1) with b[2,2] = 0, normalized to sum 1; every
-    image gets a fresh sample of its class's process (Gaussian start), cropped and scaled to L2 = eps.
-    Coefficients whose process explodes (NaN/Inf, or one pixel holding more than ``max_peak`` of the
-    norm — the whole budget in a corner) are redrawn, the role of the official parameter search."""
+    """Per class, per channel, a causal 3x3 AR filter (entry [2, 2] = 0, summing to 1): the published coefficients
+    (``coefficients=official``), or b ~ N(0,1) normalized, redrawn while the process explodes (NaN/Inf, or one pixel
+    holding more than ``max_peak`` of the norm — the whole budget in a corner). Every image gets a fresh sample of its
+    class's process (Gaussian start), cropped and scaled to L2 = eps."""
     rng = np.random.default_rng(seed)
     h, w, c = train.shape
     y = np.asarray(train.labels)
     noise = np.zeros((len(train), c, h, w))
+    if p.coefficients not in ("official", "random"):
+        raise PstFastError(f"--coefficients {p.coefficients!r}: expected official or random")
+    official = official_ar_coefficients(train.num_classes, c) if p.coefficients == "official" else None
     coefs = []
     for k in range(train.num_classes):
         idx = np.flatnonzero(y == k)
-        for _ in range(p.max_tries):  # a cheap probe on 8 samples first, then the whole class
-            coef = rng.standard_normal((c, 3, 3))
-            coef[:, 2, 2] = 0
-            coef /= coef.sum(axis=(1, 2), keepdims=True)
-            if not _ar_stable(coef, rng.standard_normal((8, c, h + p.crop, w + p.crop)), p):
-                continue
+        if official is not None:
+            coef = official[k]
             sig = _ar_signal(coef, rng.standard_normal((len(idx), c, h + p.crop, w + p.crop)))[:, :, p.crop :, p.crop :]
-            if _ar_stable(coef, None, p, sig):
-                break
         else:
-            raise PstFastError(f"attack ar: no stable AR process for class {k} in {p.max_tries} draws")
+            coef, sig = _random_ar_class(rng, p, len(idx), c, h, w, k)
         coefs.append(coef.tolist())
         noise[idx] = sig
     noise = _l2_normalize(noise, p.eps).transpose(0, 2, 3, 1)
-    images = _trunc_quantize(np.asarray(train.images), noise)
-    return Poison(images, effective_delta(np.asarray(train.images), images), {"coefficients": coefs})
+    images = publish(np.asarray(train.images), noise, p.rounding)
+    return Poison(images, effective_delta(np.asarray(train.images), images), {"coefficients": coefs, "coefficient_source": p.coefficients})
+
+
+def _random_ar_class(rng, p: ARParams, n: int, c: int, h: int, w: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(coefficients (C, 3, 3), signal (n, C, H, W)) of a stable process drawn for class ``k`` (``coefficients=random``)."""
+    for _ in range(p.max_tries):  # a cheap probe on 8 samples first, then the whole class
+        coef = rng.standard_normal((c, 3, 3))
+        coef[:, 2, 2] = 0
+        coef /= coef.sum(axis=(1, 2), keepdims=True)
+        if not _ar_stable(coef, rng.standard_normal((8, c, h + p.crop, w + p.crop)), p):
+            continue
+        sig = _ar_signal(coef, rng.standard_normal((n, c, h + p.crop, w + p.crop)))[:, :, p.crop :, p.crop :]
+        if _ar_stable(coef, None, p, sig):
+            return coef, sig
+    raise PstFastError(f"attack ar: no stable AR process for class {k} in {p.max_tries} draws")
 
 
 # ---------------------------------------------------------------- CUDA

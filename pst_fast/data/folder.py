@@ -1,7 +1,8 @@
 """ImageFolder trees read in place, without an import: ``<root>/[train/|test/]<class>/<image>``.
 
 ``scan(directory)`` lists one split directory: class folders sorted as strings (a label is the index of its
-class in that list, never the file system's order), images in name order within a class. Every image is
+class in that list, never the file system's order; a linked class folder is followed, as ``data import`` does),
+images in name order within a class (regular files only: a FIFO or device is refused, never opened). Every image is
 opened and decoded at reduced scale (Pillow ``draft``: 1/8 for JPEG) on a thread pool, which finds a file
 that cannot be decoded before training starts and records each image's (H, W). A poison for the tree
 lives apart from it (``--poison DIR``, :mod:`pst_fast.data.folder_poison`).
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from ..errors import DataError
 from .embedded import REGISTRY
 from .importers import IMAGE_EXTS, SPLITS, _hidden
+from .limits import check_pixels, is_regular
 from .safe_pickle import brief
 
 
@@ -105,6 +107,7 @@ def _probe(path: str) -> tuple[int, int]:
 
     with Image.open(path) as im:
         w, h = im.size
+        check_pixels(h, w, path)
         im.draft("RGB", (1, 1))
         im.load()
     return h, w
@@ -129,6 +132,9 @@ def scan(directory: str | os.PathLike, on_bad_image: str = "fail", workers: int 
         names = sorted(n for n in os.listdir(d / cls) if n.lower().endswith(IMAGE_EXTS) and not _hidden(n))
         if not names:
             raise DataError(f"no images in {d / cls}")
+        if irregular := [n for n in names if not is_regular(d / cls / n)]:
+            raise DataError(f"{d / cls / irregular[0]}: not a regular file (a FIFO, socket, device or dangling link); only regular "
+                            "files are read")
         files += [str(d / cls / n) for n in names]
         labels += [label] * len(names)
     sizes = np.zeros((len(files), 2), np.int64)

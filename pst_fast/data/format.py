@@ -3,11 +3,13 @@
     images.npy   uint8  (N, H, W, C)   memory-mappable, as published (poisoned images for a poison)
     labels.npy   int64  (N,)           in [0, num_classes)
     delta.npy    int8   (N|K, H, W, C) optional: poisoned - clean, per sample (N) or per class (K)
-    meta.json    name, split, classes, shape, sha256 of each array, source, format_version, and for a
-                 poison: attack, params, norm, budget, seed, clean_fingerprint
+    meta.json    name, split, classes, shape, sha256 of each array and of meta.json itself, source, format_version,
+                 mean/std, and for a poison: attack, params, norm, budget, seed, clean_fingerprint
 
-Reading verifies shapes, dtypes, ranges and (unless ``verify=False``) checksums, and raises
-:class:`DataError` with one line naming the file. Writing is atomic: a temporary sibling directory
+Reading checks meta.json against its schema (:func:`check_meta`: types, ranges, finite numbers), shapes, dtypes,
+ranges and (unless ``verify=False``) the checksums — of the arrays and, from format version 2 on, of meta.json —
+and that a poison's δ is what it claims (:func:`check_delta`: within the recorded L-inf budget, and equal to
+images − clean); every failure is one :class:`DataError` line naming the file. Writing is atomic: a temporary sibling directory
 is filled and renamed into place. ``np.load`` is always called with ``allow_pickle=False``. ``write_poison`` writes
 a poison: ``train/`` poisoned (with the clean labels and the clean fingerprint), ``test/`` the clean test split.
 """
@@ -16,17 +18,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..io import temp_dir
+from .limits import read_regular
 
-FORMAT_VERSION = 1
-REQUIRED_META = ("name", "split", "classes", "shape", "sha256", "source", "format_version")
+FORMAT_VERSION = 2  # 2: meta.json is covered by sha256.meta; 1: the arrays only (still read)
+READ_VERSIONS = (1, 2)
+REQUIRED_META = ("name", "split", "classes", "shape", "sha256", "source", "format_version", "mean", "std")
+NORMS = ("linf", "l2", "l0", "none")
 ARRAY_DTYPES = {"images": np.uint8, "labels": np.int64, "delta": np.int8}
 
 
@@ -95,6 +102,107 @@ def channel_stats(images: np.ndarray, max_images: int = 10000) -> tuple[list[flo
     return [float(a) for a in mean], [float(a) for a in std]
 
 
+_HEX64 = re.compile("[0-9a-f]{64}")
+
+
+def _describe(v) -> str:
+    text = f"{type(v).__name__} {v!r}"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _strings(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def check_meta(meta, where: str) -> None:
+    """meta.json's schema, so that no later code meets a wrong type: required fields present with the right types,
+    numbers finite and in range, lists of the right lengths. Raises a one-line :class:`DataError` naming ``where``."""
+    if not isinstance(meta, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+
+    def need(key, ok: bool, expected: str):
+        if not ok:
+            raise DataError(f"{where}: {key} is {_describe(meta.get(key))}; expected {expected}")
+
+    fv = meta["format_version"]
+    need("format_version", isinstance(fv, int) and not isinstance(fv, bool) and fv in READ_VERSIONS,
+         f"the integer {' or '.join(map(str, READ_VERSIONS))} (the format versions this pst_fast reads)")
+    for key in ("name", "source"):
+        need(key, isinstance(meta[key], str), "a string")
+    need("split", meta["split"] in ("train", "test"), "'train' or 'test'")
+    classes = meta["classes"]
+    need("classes", _strings(classes) and len(classes) > 0 and len(set(classes)) == len(classes), "a non-empty list of distinct strings")
+    shape = meta["shape"]
+    need("shape", isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)
+         and shape[3] in (1, 3), "[N, H, W, C] with positive integers and C 1 or 3")
+    sha = meta["sha256"]
+    need("sha256", isinstance(sha, dict) and all(k in sha for k in ("images", "labels"))
+         and all(k in ("images", "labels", "delta", "meta") and isinstance(v, str) and _HEX64.fullmatch(v) for k, v in sha.items())
+         and (fv < 2 or "meta" in sha), "an object of 64-digit hex sha256 for images, labels (, delta)" + (", meta" if fv >= 2 else ""))
+    for key, lo in (("mean", 0.0), ("std", 0.0)):
+        v = meta[key]
+        need(key, isinstance(v, list) and len(v) == shape[3] and all(_finite(a) and lo <= a <= 1 for a in v),
+             f"{shape[3]} finite numbers in [0, 1], one per channel")
+    optional = {"source_kind": (lambda v: isinstance(v, str), "a string"), "attack": (lambda v: isinstance(v, str), "a string"),
+                "reference": (lambda v: isinstance(v, str), "a string"), "clean_source": (lambda v: isinstance(v, str), "a string"),
+                "skipped": (_strings, "a list of strings"), "truncated": (_strings, "a list of strings"),
+                "unverified": (_strings, "a list of strings"), "params": (lambda v: isinstance(v, dict), "an object"),
+                "generation": (lambda v: isinstance(v, dict), "an object"), "norm": (lambda v: v in NORMS, f"one of {', '.join(NORMS)}"),
+                "budget": (lambda v: v is None or (_finite(v) and v >= 0), "null or a finite number >= 0"),
+                "measured_linf": (lambda v: _finite(v) and 0 <= v <= 1, "a finite number in [0, 1]"),
+                "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+                "clean_fingerprint": (lambda v: isinstance(v, str) and _HEX64.fullmatch(v), "a 64-digit hex sha256")}
+    for key, (ok, expected) in optional.items():
+        if key in meta:
+            need(key, bool(ok(meta[key])), expected)
+
+
+def meta_sha256(meta: dict) -> str:
+    """sha256 of meta.json's content (canonical JSON) without its own ``sha256.meta`` entry."""
+    body = dict(meta, sha256={k: v for k, v in meta["sha256"].items() if k != "meta"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()).hexdigest()
+
+
+def budget_levels(budget: float) -> int:
+    """The largest |δ| in uint8 levels that an L-inf budget (pixels in [0, 1]) allows after rounding to published images."""
+    return math.floor(255 * budget + 0.5 + 1e-9)
+
+
+def linf_levels_of(clean: np.ndarray, poisoned: np.ndarray, rows: int = 4096) -> int:
+    """max |poisoned − clean| in uint8 levels, ``rows`` images at a time."""
+    return max((int(np.abs(np.asarray(poisoned[lo:lo + rows], np.int16) - np.asarray(clean[lo:lo + rows], np.int16)).max())
+                for lo in range(0, len(clean), rows)), default=0)
+
+
+def check_delta(d: Path, images: np.ndarray, delta: np.ndarray, meta: dict, rows: int = 4096) -> None:
+    """A poison's δ against its claims: max |δ| within the recorded L-inf budget, and, for a per-sample δ, images − δ
+    equal to the clean split the poison names (its sha256 with the labels' gives ``clean_fingerprint``)."""
+    levels = max((int(np.abs(np.asarray(delta[lo:lo + rows], np.int16)).max()) for lo in range(0, len(delta), rows)), default=0)
+    if meta.get("norm") == "linf" and _finite(meta.get("budget")) and levels > budget_levels(meta["budget"]):
+        raise DataError(f"{d}/delta.npy: max |δ| is {levels}/255, over the linf budget {meta['budget']:.4g} = {255 * meta['budget']:.3g}/255 "
+                        "of meta.json")
+    if "clean_fingerprint" not in meta or len(delta) != len(images):
+        return
+    h = hashlib.sha256()
+    for lo in range(0, len(images), rows):
+        clean = np.asarray(images[lo:lo + rows], np.int16) - delta[lo:lo + rows]
+        outside = ((clean < 0) | (clean > 255)).reshape(len(clean), -1).any(1)
+        if outside.any():
+            raise DataError(f"{d}/delta.npy: images − δ leaves [0, 255] at image {lo + int(np.flatnonzero(outside)[0])}: δ is not "
+                            "poisoned − clean")
+        h.update(np.ascontiguousarray(clean.astype(np.uint8)).reshape(-1).view(np.uint8))
+    if fingerprint(h.hexdigest(), meta["sha256"]["labels"]) != meta["clean_fingerprint"]:
+        raise DataError(f"{d}/delta.npy: images − δ is not the clean split this poison was made from (clean_fingerprint "
+                        f"{meta['clean_fingerprint'][:12]}...): δ is not poisoned − clean")
+
+
 def validate_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int, delta: np.ndarray | None, where: str) -> None:
     """Raise DataError (naming ``where``) unless the arrays form a consistent dataset."""
     if images.dtype != np.uint8:
@@ -148,14 +256,15 @@ def write_dataset(
         meta["sha256"]["delta"] = sha256_array(delta)
     if "mean" not in meta:
         meta["mean"], meta["std"] = channel_stats(images)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    check_meta(meta | {"sha256": meta["sha256"] | {"meta": "0" * 64}}, f"{out}/meta.json")  # before anything is written
+    meta["sha256"]["meta"] = meta_sha256(meta)
+    tmp = temp_dir(out.parent, out.name)
     try:
         np.save(tmp / "images.npy", images)
         np.save(tmp / "labels.npy", labels)
         if delta is not None:
             np.save(tmp / "delta.npy", np.ascontiguousarray(delta))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -185,8 +294,7 @@ def write_poison(out: str | os.PathLike, train: ImageDataset, test: ImageDataset
         raise DataError(f"{out}: output directory exists (choose another --out or remove it)")
     meta = {**meta, "split": "train", "classes": train.classes, "clean_fingerprint": train.fingerprint,
             "clean_source": str(train.path), "mean": train.meta["mean"], "std": train.meta["std"]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temp_dir(out.parent, out.name)
     try:
         write_dataset(tmp / "train", images, np.asarray(train.labels), meta, delta=delta)
         (tmp / "test").mkdir()
@@ -236,16 +344,10 @@ def read_meta(directory: str | os.PathLike) -> dict:
     if not p.is_file():
         raise DataError(f"{p}: missing file")
     try:
-        meta = json.loads(p.read_text())
+        meta = json.loads(read_regular(p, 1 << 28))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{p}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{p}: expected a JSON object")
-    missing = [k for k in REQUIRED_META if k not in meta]
-    if missing:
-        raise DataError(f"{p}: missing field(s) {', '.join(missing)}")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise DataError(f"{p}: format_version {meta['format_version']} is not supported (expected {FORMAT_VERSION})")
+    check_meta(meta, str(p))
     return meta
 
 
@@ -260,6 +362,8 @@ def read_dataset(directory: str | os.PathLike, verify: bool = True, mmap: bool =
         raise DataError(f"{d}/images.npy: shape {list(images.shape)} differs from meta.json shape {meta['shape']}")
     validate_arrays(images, labels, len(meta["classes"]), delta, str(d))
     if verify:
+        if "meta" in meta["sha256"] and meta_sha256(meta) != meta["sha256"]["meta"]:
+            raise DataError(f"{d}/meta.json: sha256 mismatch with its sha256.meta (file edited or corrupted)")
         arrays = {"images": images, "labels": labels} | ({"delta": delta} if delta is not None else {})
         for name, arr in arrays.items():
             want = meta["sha256"].get(name)
@@ -267,4 +371,6 @@ def read_dataset(directory: str | os.PathLike, verify: bool = True, mmap: bool =
                 raise DataError(f"{d}/meta.json: no sha256 recorded for {name}.npy")
             if sha256_array(arr) != want:
                 raise DataError(f"{d}/{name}.npy: sha256 mismatch with meta.json (file changed or corrupted)")
+        if delta is not None:
+            check_delta(d, images, delta, meta)
     return ImageDataset(images=images, labels=labels, meta=meta, delta=delta, path=d)

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import atomic_write
+from ..text import printable
 from .format import ImageDataset, read_dataset
 
 GAP = 2  # white pixels between tiles (after upscaling)
@@ -106,6 +107,17 @@ def save_poison_grid(clean, poisoned, path, n: int = 8, amplify: float = 15.0, s
     return _save(_render(triples, 3, scale, header=["clean", "poisoned", f"delta x{amplify:g}"]), path)
 
 
+def save_preview(ds: ImageDataset, path, n: int = 16) -> Path:
+    """``n`` images of ``ds`` spread over the split (so over every class): a poison with per-sample δ as
+    clean | poisoned | amplified δ rows (:func:`save_poison_grid`), anything else as a captioned grid."""
+    rows = np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(np.int64)
+    if ds.delta is not None and ds.delta.shape[0] == len(ds):
+        poisoned = np.asarray(ds.images[rows])
+        clean = (poisoned.astype(np.int16) - ds.delta[rows]).astype(np.uint8)
+        return save_poison_grid(clean, poisoned, path, len(rows))
+    return save_grid(np.asarray(ds.images[rows]), path, labels=ds.labels[rows], class_names=ds.classes)
+
+
 def _floats(v) -> str:
     return " ".join(f"{a:.4f}" for a in v)
 
@@ -128,6 +140,8 @@ def info_text(ds: ImageDataset) -> str:
             budget = f"{budget:.4g} = {budget * 255:.3g}/255"
         delta = "absent" if ds.delta is None else ("per sample" if len(ds.delta) == len(ds) else "per class")
         poison = f"{m['attack']} ({m.get('norm', '?')} budget {budget}), seed {m.get('seed', '?')}, delta.npy {delta}"
+        if m.get("unverified"):
+            poison += f"; claimed by the imported files, not verified: {', '.join(m['unverified'])}"
     else:
         poison = "no (clean)"
     lines = [
@@ -141,4 +155,6 @@ def info_text(ds: ImageDataset) -> str:
         lines.append(f"  source: {m['source']}" + (f" ({m['source_kind']})" if "source_kind" in m else ""))
     if m.get("skipped"):
         lines.append(f"  skipped unreadable images at import: {len(m['skipped'])}")
-    return "\n".join(lines)
+    if m.get("truncated"):
+        lines.append(f"  truncated JPEGs imported with libjpeg's grey fill: {len(m['truncated'])} (meta.json 'truncated')")
+    return "\n".join(printable(line) for line in lines)  # names from files may hold control characters

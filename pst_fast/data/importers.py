@@ -3,8 +3,15 @@
 ``import_source(src, out)`` detects the kind of ``src`` and writes ``out/train`` (and ``out/test`` when the
 source has one) atomically. Image folders are laid out ``[wrapper/][train|test/]<class>/<image>``; classes
 are sorted as strings and recorded in ``meta['classes']``, files are read in name order, so an import is
-deterministic. Archives are read in one sequential pass without extracting anything to disk; images are
-decoded on a thread pool straight into one preallocated (N, H, W, 3) uint8 array.
+deterministic. Archives are read in one sequential pass: the wanted members are streamed to numbered files of a
+temporary spool directory beside the output (never to paths named by the archive), so memory does not grow with
+the archive; images are decoded on a thread pool straight into one preallocated (N, H, W, 3) uint8 array.
+
+Untrusted input is bounded before anything is allocated (:mod:`.limits`): pixels per image from its header,
+bytes read out of an archive and decoded bytes against the source's size on disk, regular files only (a FIFO or
+device is refused, never read), symbolic links to class folders followed (as :func:`.folder.scan` does, loops
+refused). A JPEG cut short and closed with an end marker, which libjpeg fills with grey, is imported and counted
+in ``meta['truncated']``.
 """
 from __future__ import annotations
 
@@ -12,7 +19,6 @@ import io
 import os
 import shutil
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +28,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import DataError
-from .format import ImageDataset, channel_stats, read_dataset, write_dataset
+from ..io import check_out, temp_dir
+from .format import ImageDataset, channel_stats, read_dataset, validate_arrays, write_dataset
+from .limits import check_expansion, check_pixels, is_regular, read_regular
 from .safe_pickle import brief, safe_load
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -34,8 +42,10 @@ CIFAR = {
 }
 CIFAR_FILES = {f for lay in CIFAR.values() for f in (*lay["train"], *lay["test"], lay["meta"])}
 
-# A listing of a source: relative posix path -> file contents (archive) or file path (directory).
-Files = dict[str, bytes | Path]
+MAX_FILE_BYTES = 1 << 32  # one file read whole (an image, a CIFAR batch): what any real one needs
+
+# A listing of a source: relative posix path -> file path (a directory's file, or an archive member's spool file).
+Files = dict[str, Path]
 
 
 # ---------------------------------------------------------------- listing a directory or an archive
@@ -52,15 +62,26 @@ def _wanted(rel: str) -> bool:
 
 
 def _list_dir(root: Path) -> tuple[Files, set[str]]:
+    """Wanted files and all folders under ``root``; linked folders are followed (a link back to a folder being walked is
+    refused), and a wanted name that is not a regular file (FIFO, socket, device, dangling link) is refused unread."""
     files, dirs = {}, set()
-    for d, subdirs, names in os.walk(root):
+    ids: dict[str, tuple[int, int]] = {}  # folder -> (device, inode), to see a link back to an ancestor
+    for d, subdirs, names in os.walk(root, followlinks=True):
         rel = Path(d).relative_to(root).as_posix()
+        st = os.stat(d)
+        parts = [] if rel == "." else rel.split("/")
+        if any(ids.get("/".join(parts[:i]) or ".") == (st.st_dev, st.st_ino) for i in range(len(parts))):
+            raise DataError(f"{root}/{rel}: a symbolic link to a folder that contains it (a loop); refusing to walk it")
+        ids[rel] = (st.st_dev, st.st_ino)
         subdirs[:] = [s for s in subdirs if not _hidden(s)]
         if rel != ".":
             dirs.add(rel)
         for n in names:
             key = n if rel == "." else f"{rel}/{n}"
             if _wanted(key):
+                if not is_regular(Path(d) / n):
+                    raise DataError(f"{root}/{key}: not a regular file (a FIFO, socket, device or dangling link); only regular "
+                                    "files are read")
                 files[key] = Path(d) / n
     return files, dirs
 
@@ -73,12 +94,16 @@ def _check_member(archive: Path, m: tarfile.TarInfo) -> None:
         raise DataError(f"{archive}: member {m.name!r} is a link or device; only regular files and directories are accepted")
 
 
-def _list_tar(archive: Path, progress: bool) -> tuple[Files, set[str]]:
-    """One sequential pass over a tar / tar.gz (gzip is not seekable): wanted members' bytes and all directories."""
+def _list_tar(archive: Path, spool: Path, progress: bool) -> tuple[Files, set[str]]:
+    """One sequential pass over a tar / tar.gz (gzip is not seekable): the wanted members streamed to numbered files in
+    ``spool``, and all directories. The bytes read out are bounded by :func:`.limits.expansion` of the archive's size,
+    checked from each member's header before it is read."""
     files, dirs = {}, set()
+    size = archive.stat().st_size
+    total = 0
     try:
         with open(archive, "rb") as raw, tqdm.wrapattr(
-            raw, "read", total=archive.stat().st_size, desc=f"read {archive.name}", disable=not progress, leave=False
+            raw, "read", total=size, desc=f"read {archive.name}", disable=not progress, leave=False
         ) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
             for m in tar:
                 _check_member(archive, m)
@@ -86,15 +111,24 @@ def _list_tar(archive: Path, progress: bool) -> tuple[Files, set[str]]:
                 if m.isdir() and not _hidden(rel):
                     dirs.add(rel)
                 elif _wanted(rel):
-                    files[rel] = tar.extractfile(m).read()
+                    total += m.size
+                    check_expansion(total, size, "the files read out of it", str(archive))
+                    files[rel] = spool / f"{len(files):08d}"
+                    with open(files[rel], "wb") as out:
+                        shutil.copyfileobj(tar.extractfile(m), out, 1 << 20)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(f"{archive}: not a readable tar archive ({brief(e)})") from None
     dirs.discard(".")
     return files, dirs
 
 
-def _content(v: bytes | Path) -> bytes:
-    return v if isinstance(v, bytes) else v.read_bytes()
+def _content(v: Path) -> bytes:
+    return read_regular(v, MAX_FILE_BYTES)
+
+
+def disk_bytes(paths) -> int:
+    """Bytes on disk of the files ``paths`` (what their decoded contents are bounded against)."""
+    return sum(os.stat(p).st_size for p in paths)
 
 
 # ---------------------------------------------------------------- image folders
@@ -148,8 +182,34 @@ def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     return None
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """The bytes of one image file -> (H, W, 3) uint8 RGB.
+class _OtherSize(Exception):
+    """An image whose header gives another (height, width) than expected; raised before it is decoded."""
+
+    def __init__(self, size: tuple[int, int]):
+        super().__init__(size)
+        self.size = size
+
+
+def _check_size(h: int, w: int, where: str, expect: tuple[int, int] | None) -> None:
+    check_pixels(h, w, where)
+    if expect is not None and (h, w) != expect:
+        raise _OtherSize((h, w))
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from an image file's header, without decoding it."""
+    from PIL import Image
+
+    if (head := jpeg_header(data)) is not None:
+        return head[:2]
+    with Image.open(io.BytesIO(data)) as im:  # reads the header only
+        return im.height, im.width
+
+
+def decode_image(data: bytes, where: str = "image", expect: tuple[int, int] | None = None) -> np.ndarray:
+    """The bytes of one image file -> (H, W, 3) uint8 RGB. Before decoding, the size in its header is checked:
+    more than :data:`.limits.MAX_IMAGE_PIXELS` pixels raises :class:`DataError` (naming ``where``), and a size other than
+    ``expect`` (height, width) raises ``_OtherSize``.
 
     Fast path for 3-channel JPEG bytes: libjpeg through ``Image.frombytes(..., "jpeg")`` with the size read
     from the header, skipping PIL's Python marker parsing (half the time for a 32x32 image; the result is
@@ -157,49 +217,78 @@ def decode_image(data: bytes) -> np.ndarray:
     """
     from PIL import Image
 
-    if (head := jpeg_header(data)) is not None and head[2] == 3:
-        try:
-            return np.asarray(Image.frombytes("RGB", (head[1], head[0]), data, "jpeg", "RGB", ""))
-        except Exception:  # corrupt or unusual: let Image.open decide and explain
-            pass
-    with Image.open(io.BytesIO(data)) as im:
+    if (head := jpeg_header(data)) is not None:
+        _check_size(head[0], head[1], where, expect)
+        if head[2] == 3:
+            try:
+                return np.asarray(Image.frombytes("RGB", (head[1], head[0]), data, "jpeg", "RGB", ""))
+            except Exception:  # corrupt or unusual: let Image.open decide and explain
+                pass
+    with Image.open(io.BytesIO(data)) as im:  # reads the header only
+        _check_size(im.height, im.width, where, expect)
         return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
 
-def decode_files(src: Path, split: str, items: list[tuple[str, bytes | Path]], workers: int | None, progress: bool,
-                 on_bad_image: str) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``items`` (name under ``src``, bytes or path) in order into (N, H, W, 3) uint8 on a thread pool, all of
-    the first readable image's size; returns (images, mask of skipped items). ``split`` labels the progress bar."""
-    n = len(items)
-    skipped = np.zeros(n, bool)
-    wrong: dict[int, tuple] = {}
+_FILLER = b"\x55" * 64  # entropy-coded bits: ignored after a complete scan, decoded into a scan that was cut short
 
-    def one(i: int) -> np.ndarray | None:
+
+def jpeg_truncated(data: bytes, decoded: np.ndarray) -> bool:
+    """Whether the JPEG ``data`` (decoded as ``decoded``) was cut short and closed with an end marker: libjpeg then fills
+    the missing part with grey without an error. Found by decoding it again with filler bits before the end marker,
+    which change the picture only when the last scan had not ended."""
+    if jpeg_header(data) is None or not data.endswith(b"\xff\xd9"):
+        return False
+    try:
+        return not np.array_equal(decode_image(data[:-2] + _FILLER + data[-2:]), decoded)
+    except Exception:  # the filler made it undecodable: the scan was cut
+        return True
+
+
+def decode_files(src: Path, split: str, items: list[tuple[str, Path]], workers: int | None, progress: bool,
+                 on_bad_image: str, source_bytes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode ``items`` (name under ``src``, file path) in order into (N, H, W, 3) uint8 on a thread pool, all of the
+    first readable image's size; returns (images, mask of skipped items, mask of truncated JPEGs). ``split`` labels the
+    progress bar. Before allocating, N x H x W x 3 is checked against :func:`.limits.expansion` of ``source_bytes``
+    (the source's size on disk); an image of another size is refused from its header, before it is decoded."""
+    n = len(items)
+    skipped, truncated = np.zeros(n, bool), np.zeros(n, bool)
+    wrong: dict[int, tuple] = {}
+    expect: list[tuple[int, int] | None] = [None]
+
+    def one(i: int, first: bool = False) -> np.ndarray | None:
+        where = f"{src}/{items[i][0]}"
         try:
-            return decode_image(_content(items[i][1]))
+            data = _content(items[i][1])
+            if first:  # the size of every image: all of them must fit before one is decoded
+                h, w = image_size(data)
+                check_pixels(h, w, where)
+                check_expansion(n * h * w * 3, source_bytes, f"{n} images of {w}x{h}", str(src))
+            im = decode_image(data, where, expect[0])
+            truncated[i] = jpeg_truncated(data, im)
+            return im
+        except _OtherSize as e:
+            wrong[i] = e.size
+            return None
         except Exception as e:  # PIL raises many types for corrupt data
             if on_bad_image == "fail":
-                raise DataError(f"{src}/{items[i][0]}: unreadable image ({type(e).__name__}: {brief(e)})") from None
+                raise (e if isinstance(e, DataError) else DataError(f"{where}: unreadable image ({type(e).__name__}: {brief(e)})")) from None
             skipped[i] = True
             return None
 
     first = 0  # the first readable image fixes the size
-    while (im := one(first)) is None:
+    while (im := one(first, first=True)) is None:
         first += 1
         if first == n:
             raise DataError(f"{src}: no readable images in split {split}")
+    expect[0] = im.shape[:2]
     images = np.empty((n, *im.shape), np.uint8)
     images[first] = im
 
     def run(lo: int, hi: int) -> None:
         for i in range(lo, hi):
             im = one(i)
-            if im is None:
-                continue
-            if im.shape == images.shape[1:]:
+            if im is not None:
                 images[i] = im
-            else:
-                wrong[i] = im.shape
 
     workers = workers or min(8, os.cpu_count() or 1)
     step = max(1, min(256, n // (4 * workers)))
@@ -214,12 +303,12 @@ def decode_files(src: Path, split: str, items: list[tuple[str, bytes | Path]], w
             pool.shutdown(wait=True, cancel_futures=True)
     if wrong:
         i = min(wrong)
-        (h, w), (eh, ew) = wrong[i][:2], images.shape[1:3]
+        (h, w), (eh, ew) = wrong[i], images.shape[1:3]
         raise DataError(f"{src}/{items[i][0]}: image size {w}x{h} differs from {ew}x{eh} of {items[first][0]}; resize the images first")
-    return images, skipped
+    return images, skipped, truncated
 
 
-def _import_folder(src: Path, files: Files, dirs: set[str], workers, progress, on_bad_image) -> dict[str, tuple]:
+def _import_folder(src: Path, files: Files, dirs: set[str], source_bytes: int, workers, progress, on_bad_image) -> dict[str, tuple]:
     layout = _layout(src, files, dirs)
     classes = sorted(layout.get("train") or layout["test"])
     for split, by_class in layout.items():
@@ -233,11 +322,12 @@ def _import_folder(src: Path, files: Files, dirs: set[str], workers, progress, o
         for label, cls in enumerate(classes):
             items += [(k, files[k]) for k in layout[split][cls]]
             labels += [label] * len(layout[split][cls])
-        images, skipped = decode_files(src, split, items, workers, progress, on_bad_image)
+        images, skipped, truncated = decode_files(src, split, items, workers, progress, on_bad_image, source_bytes)
         labels = np.asarray(labels, np.int64)
         if skipped.any():
             images, labels = images[~skipped], labels[~skipped]
-        result[split] = (images, labels, {"classes": classes, "skipped": [items[i][0] for i in np.flatnonzero(skipped)]})
+        names = lambda mask: [items[i][0] for i in np.flatnonzero(mask)]  # noqa: E731
+        result[split] = (images, labels, {"classes": classes, "skipped": names(skipped), "truncated": names(truncated & ~skipped)})
     return result
 
 
@@ -297,12 +387,37 @@ def _nhwc(x: np.ndarray, where: str) -> np.ndarray:
     return x
 
 
-def _import_npz(src: Path) -> dict[str, tuple]:
+def _read_npz(src: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz (a zip of .npy files), each checked before it is allocated: a plain dtype (no pickle), and
+    the bytes its header declares equal to what its zip member holds; all of them within :func:`.limits.expansion` of
+    the file's size."""
+    arrays = {}
     try:
-        with np.load(src, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        with zipfile.ZipFile(src) as z:
+            infos = [i for i in z.infolist() if i.filename.endswith(".npy")]
+            check_expansion(sum(i.file_size for i in infos), src.stat().st_size, "its arrays", str(src))
+            for info in infos:
+                name = info.filename[:-4]
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, fortran, dtype = read_header(f)
+                    if dtype.hasobject:
+                        raise DataError(f"{src}: array {name!r} holds Python objects (a pickle); only plain arrays are read")
+                    nbytes, held = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, info.file_size - f.tell()
+                    if nbytes != held:
+                        raise DataError(f"{src}: array {name!r}: its header declares {dtype} {shape} = {nbytes} bytes, the archive "
+                                        f"holds {held}")
+                    arrays[name] = np.frombuffer(f.read(nbytes), dtype).reshape(shape, order="F" if fortran else "C")
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
         raise DataError(f"{src}: not a readable .npz of plain arrays ({brief(e)})") from None
+    return arrays
+
+
+def _import_npz(src: Path) -> dict[str, tuple]:
+    arrays = _read_npz(src)
     pairs = {"train": ("x", "y")} | ({"test": ("x_test", "y_test")} if "x_test" in arrays or "y_test" in arrays else {})
     for xk, yk in pairs.values():
         if xk not in arrays or yk not in arrays:
@@ -354,26 +469,38 @@ def import_source(src, out, *, name: str | None = None, workers: int | None = No
         raise DataError(f"{src}: no such file or directory")
     if out.exists():
         raise DataError(f"{out}: output directory exists (choose another --out or remove it)")
+    check_out(out)
+    if not src.is_dir() and not is_regular(src):
+        raise DataError(f"{src}: not a regular file or a directory (a FIFO, socket or device)")
     if src.is_file() and src.suffix.lower() == ".npz":
         kind, splits = "npz", _import_npz(src)
     else:
-        if src.is_dir():
-            files, dirs = _list_dir(src)
-        elif tarfile.is_tarfile(src):
-            files, dirs = _list_tar(src, progress)
-        else:
-            raise DataError(f"{src}: unrecognized source (expected an image folder, a .tar/.tar.gz of one, CIFAR batches or an .npz)")
-        cifar = _cifar_kind(files)
-        if cifar is not None:
-            kind, splits = cifar[0], _import_cifar(src, *cifar)
-        else:
-            kind = "imagefolder"
-            splits = _import_folder(src, files, dirs, workers, progress, on_bad_image)
+        spool = None
+        try:
+            if src.is_dir():
+                files, dirs = _list_dir(src)
+                source_bytes = disk_bytes(files.values())
+            elif tarfile.is_tarfile(src):
+                spool = temp_dir(out.parent, f"{out.name}.spool")
+                files, dirs = _list_tar(src, spool, progress)
+                source_bytes = src.stat().st_size
+            else:
+                raise DataError(f"{src}: unrecognized source (expected an image folder, a .tar/.tar.gz of one, CIFAR batches or an .npz)")
+            cifar = _cifar_kind(files)
+            if cifar is not None:
+                kind, splits = cifar[0], _import_cifar(src, *cifar)
+            else:
+                kind = "imagefolder"
+                splits = _import_folder(src, files, dirs, source_bytes, workers, progress, on_bad_image)
+        finally:
+            if spool is not None:
+                shutil.rmtree(spool, ignore_errors=True)
+    for split, (images, labels, meta) in splits.items():  # every check before anything is written
+        validate_arrays(images, labels, len(meta["classes"]), None, str(out / split))
     base = {"name": name or _stem(src), "source": str(src.resolve()), "source_kind": kind}
     if "train" in splits:  # every split is normalized with the training statistics
         base["mean"], base["std"] = channel_stats(splits["train"][0])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temp_dir(out.parent, out.name)
     try:
         for split, (images, labels, meta) in splits.items():
             write_dataset(tmp / split, images, labels, {**base, "split": split, **meta})

@@ -35,7 +35,7 @@ import pickle
 import re
 import shutil
 import sys
-import tempfile
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,12 +44,15 @@ from tqdm.auto import tqdm
 
 from ..attacks.base import effective_delta, quantize
 from ..errors import DataError
+from ..io import check_out, temp_dir
 from . import load
-from .format import ImageDataset, read_dataset, sha256_array, write_poison
-from .importers import decode_files
+from .format import ImageDataset, budget_levels, linf_levels_of, read_dataset, sha256_array, write_poison
+from .importers import decode_files, disk_bytes
+from .limits import check_expansion, is_regular, read_regular
 from .safe_pickle import brief
 
 LAYOUTS = ("flat", "class")
+CLAIMS = ("attack", "params", "seed", "norm", "budget", "reference", "generation")  # what a pst_fast.json says of how a poison was made
 SIDECAR = "pst_fast.json"
 CHUNK = 4096  # images per step when applying a perturbation (bounds the float32 temporaries)
 _INDEX_PNG = re.compile(r"([0-9]+)\.png")
@@ -72,14 +75,14 @@ def export_png(poison, out, layout: str = "flat", workers: int | None = None, pr
     out = Path(out).expanduser()
     if out.exists():
         raise DataError(f"{out}: output directory exists (choose another --out or remove it)")
+    check_out(out)
     ds = load(poison, "train")
     labels = np.asarray(ds.labels)
     rel = [_png_path(layout, i, int(y)) for i, y in enumerate(labels)]
     side = {"format": "apbench-png", "layout": layout, "count": len(ds), "shape": list(ds.shape), "classes": ds.classes,
             "sha256": ds.meta["sha256"], "meta": {k: v for k, v in ds.meta.items() if k not in ("shape", "sha256", "format_version", "split")},
             "labels": labels.tolist()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = temp_dir(out.parent, out.name)
 
     def write(i: int) -> None:
         from PIL import Image
@@ -109,8 +112,9 @@ def _read_sidecar(src: Path, train: ImageDataset) -> dict | None:
     p = src / SIDECAR
     if not p.is_file():
         return None
+    text = read_regular(p, 1 << 28)
     try:
-        side = json.loads(p.read_text())
+        side = json.loads(text)
         labels = np.asarray(side["labels"], np.int64)
         if not (isinstance(side["meta"], dict) and isinstance(side["sha256"]["images"], str)):
             raise TypeError("meta must be an object and sha256.images a string")
@@ -162,7 +166,9 @@ def _read_pngs(src: Path, train: ImageDataset, workers: int | None, progress: bo
     """The poisoned images (N, H, W, C) uint8 of a PNG folder, and its pst_fast.json (or None)."""
     side = _read_sidecar(src, train)
     items = _png_files(src, train)
-    images, _ = decode_files(src, "train", items, workers, progress, "fail")
+    images, _, truncated = decode_files(src, "train", items, workers, progress, "fail", disk_bytes(p for _, p in items))
+    if truncated.any():
+        raise DataError(f"{src}/{items[int(np.flatnonzero(truncated)[0])][0]}: a truncated image (an exported poison is lossless PNG)")
     (h, w), (eh, ew) = images.shape[1:3], train.shape[:2]
     if (h, w) != (eh, ew):
         raise DataError(f"{src}/{items[0][0]}: image size {w}x{h} differs from {ew}x{eh} of the clean set")
@@ -184,6 +190,11 @@ def _load_perturbation(src: Path, trust_pickle: bool) -> np.ndarray:
     with open(src, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
     if is_zip:
+        try:
+            with zipfile.ZipFile(src) as z:
+                check_expansion(sum(i.file_size for i in z.infolist()), src.stat().st_size, "its records", str(src))
+        except zipfile.BadZipFile as e:
+            raise DataError(f"{src}: not a torch file of plain tensors (BadZipFile: {brief(e)})") from None
         try:
             obj = torch.load(src, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for corrupt or non-tensor content
@@ -244,6 +255,9 @@ def import_poison(src, clean, out, *, attack: str | None = None, trust_pickle: b
         raise DataError(f"{src}: no such file or directory")
     if out.exists():
         raise DataError(f"{out}: output directory exists (choose another --out or remove it)")
+    check_out(out)
+    if not src.is_dir() and not is_regular(src):
+        raise DataError(f"{src}: not a regular file or a directory (a FIFO, socket or device)")
     train, test = load(clean, "train"), load(clean, "test")
     x = np.asarray(train.images)
     side = None
@@ -256,13 +270,21 @@ def import_poison(src, clean, out, *, attack: str | None = None, trust_pickle: b
         poisoned = _apply(x, np.asarray(train.labels), pert)
         kind = f"{'class' if len(pert) != len(train) else 'sample'}-wise {pert.dtype} perturbation"
     delta = effective_delta(x, poisoned)
+    levels = linf_levels_of(x, poisoned)
     if side is not None:
         meta = side["meta"] | {"attack": attack or side["meta"].get("attack", "external")}
         delta = delta if "delta" in side["sha256"] else None
+        claims = [k for k in CLAIMS if k in meta]
+        if meta.get("norm") == "linf" and isinstance(meta.get("budget"), (int, float)):  # the one claim the data can check
+            if levels > budget_levels(meta["budget"]):
+                raise DataError(f"{src}/{SIDECAR}: claims an linf budget of {meta['budget']:.4g} ({255 * meta['budget']:.3g}/255), but "
+                                f"the images differ from the clean set by up to {levels}/255; remove {SIDECAR} to import them as "
+                                "an external poison with their measured budget")
+            claims = [k for k in claims if k not in ("norm", "budget")]
+        meta["unverified"] = claims
     else:
-        d = delta if delta is not None else poisoned.astype(np.int16) - x
         meta = {"name": f"{train.meta['name']}-{attack or 'external'}", "attack": attack or "external", "norm": "linf",
-                "budget": max(int(d.max()), -int(d.min())) / 255}
-    meta |= {"source": str(src.resolve()), "source_kind": kind}
+                "budget": levels / 255, "unverified": ["attack"] if attack else []}
+    meta |= {"source": str(src.resolve()), "source_kind": kind, "measured_linf": levels / 255}
     write_poison(out, train, test, poisoned, delta, meta)
     return read_dataset(out / "train", verify=False)

@@ -35,6 +35,9 @@ class JPEGParams:
 @dataclass
 class BitDepthParams:
     bits: int = opt(2, "bits kept per channel (ISS: 2)")
+    method: str = opt("posterize", "posterize: keep the top bits, {0,64,128,192} at 2 bits (ISS's RandomPosterize); round: the "
+                      "nearest of 2^bits levels over 0..255, {0,85,170,255} (pst_fast's earlier default; not ISS's)",
+                      ("posterize", "round"), later=True, earlier="round")
 
 
 @dataclass
@@ -48,7 +51,14 @@ class MixParams:
 
 
 @dataclass
-class UEraserMaxParams:
+class UEraserParams:
+    policy: str = opt("kornia", "TrivialAugment: kornia (UEraser's official K.auto.TrivialAugment(): rotate ±30°, shear ±0.3, "
+                      "translate ±0.5 of the side, one op per batch) or wide (TrivialAugment-Wide ranges, one op per image; "
+                      "pst_fast's earlier default; not official)", transforms.TRIVIAL_POLICIES, later=True, earlier="wide")
+
+
+@dataclass
+class UEraserMaxParams(UEraserParams):
     repeats: int = opt(5, "augmented draws per image; the loss is the per-image maximum over them")
     max_epochs: float = opt(10.0, "epochs with the max-over-draws loss (then one draw, as UEraser-Lite)")
 
@@ -75,8 +85,11 @@ def _ce(logits: torch.Tensor, y: torch.Tensor, state: TrainState, reduction: str
 def _params(cfg, cls):
     p = parse_kv_args(cfg.defense_args, cls)
     for f in dataclasses.fields(p):
-        if getattr(p, f.name) <= 0:
-            raise PstFastError(f"--defense-args {f.name}={getattr(p, f.name)}: expected a positive value")
+        value, choices = getattr(p, f.name), f.metadata.get("choices")
+        if choices and value not in choices:
+            raise PstFastError(f"--defense-args {f.name}={value}: expected one of {', '.join(choices)}")
+        if not choices and value <= 0:
+            raise PstFastError(f"--defense-args {f.name}={value}: expected a positive value")
     return p
 
 
@@ -118,11 +131,11 @@ def iss_gray(cfg) -> Hooks:
 
 
 def iss_bdr(cfg) -> Hooks:
-    """ISS (Liu et al. 2023): reduce every training image to 2 bits per channel once."""
+    """ISS (Liu et al. 2023): reduce every training image to 2 bits per channel once (posterize, as ISS)."""
     p = _params(cfg, BitDepthParams)
     if p.bits > 7:
         raise PstFastError(f"--defense-args bits={p.bits}: expected 1..7")
-    return _iss(lambda images: transforms.bit_depth(images, p.bits))
+    return _iss(lambda images: transforms.bit_depth(images, p.bits, p.method))
 
 
 def augment_normalized(x: torch.Tensor, state: TrainState, augment, salt: int) -> torch.Tensor:
@@ -141,8 +154,9 @@ def _augmented(augment, salt: int) -> Hooks:
 
 
 def ueraser_lite(cfg) -> Hooks:
-    """UEraser-Lite (Qin et al. 2023): plasma brightness/contrast, channel shuffle and TrivialAugment, one draw per image."""
-    return _augmented(transforms.ueraser, 2)
+    """UEraser-Lite (Qin et al. 2023): plasma brightness/contrast, channel shuffle and TrivialAugment (kornia's), one draw per image."""
+    p = _params(cfg, UEraserParams)
+    return _augmented(lambda x01, g: transforms.ueraser(x01, g, p.policy), 2)
 
 
 def ueraser_max(cfg) -> Hooks:
@@ -154,13 +168,17 @@ def ueraser_max(cfg) -> Hooks:
         x01 = _to01(x, state)
         if state.epoch < p.max_epochs and p.repeats > 1:
             # the gradient of max_k L_k is that of the worst draw: pick it without gradients, back-propagate once;
-            # the picking passes run in train mode, so BatchNorm statistics see every draw (as in the official loop)
-            draws = torch.stack([transforms.ueraser(x01, g) for _ in range(p.repeats)])
+            # the picking passes run in train mode, so BatchNorm statistics see every draw (as in the official loop).
+            # kornia policy: the official tiles the repeats into one batch, so one TrivialAugment op serves every draw
+            if p.policy == "kornia":
+                draws = transforms.ueraser(x01.repeat(p.repeats, 1, 1, 1), g, p.policy).view(p.repeats, *x01.shape)
+            else:
+                draws = torch.stack([transforms.ueraser(x01, g, p.policy) for _ in range(p.repeats)])
             with torch.no_grad():
                 losses = torch.stack([_ce(fwd(_from01(d, x, state)), y, state, "none") for d in draws])
             x01 = draws[losses.argmax(0), torch.arange(len(y), device=x.device)]
         else:
-            x01 = transforms.ueraser(x01, g)
+            x01 = transforms.ueraser(x01, g, p.policy)
         state.logits = fwd(_from01(x01, x, state))
         return _ce(state.logits, y, state)
 
@@ -202,7 +220,7 @@ BASELINES = {
     "iss-jpeg": (iss_jpeg, JPEGParams),
     "iss-gray": (iss_gray, None),
     "iss-bdr": (iss_bdr, BitDepthParams),
-    "ueraser-lite": (ueraser_lite, None),
+    "ueraser-lite": (ueraser_lite, UEraserParams),
     "ueraser-max": (ueraser_max, UEraserMaxParams),
     "cutout": (cutout, CutoutParams),
     "mixup": (mixup, MixParams),

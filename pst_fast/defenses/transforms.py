@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..errors import PstFastError
+
 # ---------------------------------------------------------------------- dataset transforms (uint8 NHWC)
 
 
@@ -44,8 +46,14 @@ def grayscale(images: np.ndarray) -> np.ndarray:
     return np.repeat(luma.astype(np.uint8)[..., None], images.shape[-1], axis=-1)
 
 
-def bit_depth(images: np.ndarray, bits: int) -> np.ndarray:
-    """Quantize every channel to ``bits`` bits (2**bits levels spread over 0..255)."""
+def bit_depth(images: np.ndarray, bits: int, method: str = "posterize") -> np.ndarray:
+    """Reduce every channel to ``bits`` bits. ``posterize`` keeps the top bits (torchvision's ``RandomPosterize``, which ISS
+    uses: {0, 64, 128, 192} at 2 bits); ``round`` maps to the nearest of 2**bits levels spread over 0..255 (Feature
+    Squeezing's reduction: {0, 85, 170, 255}; not ISS's)."""
+    if method == "posterize":
+        return images & np.uint8((0xFF << (8 - bits)) & 0xFF)
+    if method != "round":
+        raise PstFastError(f"bit-depth method {method!r}: expected posterize or round")
     levels = (1 << bits) - 1
     q = np.rint(images.astype(np.float32) * (levels / 255.0))
     return np.rint(q * (255.0 / levels)).astype(np.uint8)
@@ -224,42 +232,42 @@ def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def _geometric(kind: str, m: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """(n, 2, 3) sampling matrices in normalized coordinates for signed magnitudes ``m`` in [-1, 1]."""
-    theta = torch.zeros(len(m), 2, 3, device=m.device)
+def _geometric(kind: str, amount: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """(n, 2, 3) sampling matrices in normalized coordinates for per-image ``amount``: radians (rotate), the shear
+    factor (shear_x/y) or pixels (translate_x/y)."""
+    theta = torch.zeros(len(amount), 2, 3, device=amount.device)
     theta[:, 0, 0] = theta[:, 1, 1] = 1
     if kind == "rotate":
-        a = m * math.radians(135)
+        a = amount
         theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
     elif kind == "shear_x":
-        theta[:, 0, 1] = m * 0.99
+        theta[:, 0, 1] = amount
     elif kind == "shear_y":
-        theta[:, 1, 0] = m * 0.99
+        theta[:, 1, 0] = amount
     elif kind == "translate_x":
-        theta[:, 0, 2] = m * 32 * 2 / W
+        theta[:, 0, 2] = amount * 2 / W
     else:
-        theta[:, 1, 2] = m * 32 * 2 / H
+        theta[:, 1, 2] = amount * 2 / H
     return theta
 
 
-def _color(kind: str, x: torch.Tensor, m: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    """One colour op of TrivialAugment-Wide on images ``x`` with signed magnitudes ``m`` and levels in [0, 1]."""
-    f = 1 + 0.99 * m
+def _color(kind: str, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """One colour op on images ``x`` with per-image ``value``: the blend factor (brightness, color, contrast, sharpness;
+    1 = unchanged), the bits kept (posterize, long) or the threshold (solarize); autocontrast and equalize take none."""
     if kind == "brightness":
-        return _blend(torch.zeros_like(x), x, f)
+        return _blend(torch.zeros_like(x), x, value)
     if kind == "color":
-        return _blend(_gray(x).expand_as(x), x, f)
+        return _blend(_gray(x).expand_as(x), x, value)
     if kind == "contrast":
-        return _blend(_gray(x).mean((1, 2, 3), keepdim=True).expand_as(x), x, f)
+        return _blend(_gray(x).mean((1, 2, 3), keepdim=True).expand_as(x), x, value)
     if kind == "sharpness":
-        return _blend(_sharpen_base(x), x, f)
+        return _blend(_sharpen_base(x), x, value)
     if kind == "posterize":
-        bits = (8 - (level * 6).round()).long().view(-1, 1, 1, 1)
+        bits = value.view(-1, 1, 1, 1)
         mask = (255 >> (8 - bits)) << (8 - bits)
         return ((x * 255).round().long() & mask).float() / 255
     if kind == "solarize":
-        t = (1 - level).view(-1, 1, 1, 1)
-        return torch.where(x >= t, 1 - x, x)
+        return torch.where(x >= value.view(-1, 1, 1, 1), 1 - x, x)
     if kind == "autocontrast":
         lo, hi = x.amin((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
         return torch.where(hi > lo, (x - lo) / (hi - lo).clamp_min(1e-6), x)
@@ -268,15 +276,71 @@ def _color(kind: str, x: torch.Tensor, m: torch.Tensor, level: torch.Tensor) -> 
     return x
 
 
+def _apply(kind: str, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Op ``kind`` on ``x`` at per-image ``value`` (see :func:`_geometric` and :func:`_color`), clamped to [0, 1]."""
+    H, W = x.shape[2:]
+    return (_affine(x, _geometric(kind, value, H, W)) if kind in GEOMETRIC_OPS else _color(kind, x, value)).clamp(0, 1)
+
+
 TRIVIAL_OPS = ("identity", "brightness", "color", "contrast", "sharpness", "posterize", "solarize", "autocontrast",
                "equalize", "rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+# kornia's TrivialAugment default policy (kornia/augmentation/auto/trivial_augment, as UEraser's official code uses it):
+# op -> (low, high) of the per-image magnitude: degrees, bits kept, threshold, blend factor, shear factor, fraction of the side
+KORNIA_TRIVIAL_POLICY = {"autocontrast": None, "equalize": None, "rotate": (-30.0, 30.0), "posterize": (0.0, 4.0),
+                         "solarize": (0.0, 1.0), "contrast": (0.1, 1.9), "brightness": (0.1, 1.9), "sharpness": (0.1, 1.9),
+                         "shear_x": (-0.3, 0.3), "shear_y": (-0.3, 0.3), "translate_x": (-0.5, 0.5), "translate_y": (-0.5, 0.5)}
+TRIVIAL_POLICIES = ("kornia", "wide")
 
 
-def trivial_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """TrivialAugment-Wide (Müller & Hutter 2021), batched: each image gets one op drawn uniformly from
+def _wide_value(kind: str, level: torch.Tensor, sign: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """TrivialAugment-Wide's value of op ``kind`` for magnitude levels in [0, 1] and signs ±1."""
+    m = level * sign
+    if kind == "rotate":
+        return m * math.radians(135)
+    if kind in ("shear_x", "shear_y"):
+        return m * 0.99
+    if kind in ("translate_x", "translate_y"):
+        return m * 32
+    if kind == "posterize":
+        return (8 - (level * 6).round()).long()
+    if kind == "solarize":
+        return 1 - level
+    return 1 + 0.99 * m
+
+
+def _kornia_value(kind: str, u: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """The value of op ``kind`` of :data:`KORNIA_TRIVIAL_POLICY` for uniform draws ``u`` in [0, 1)."""
+    bounds = KORNIA_TRIVIAL_POLICY[kind]
+    if bounds is None:
+        return u
+    v = bounds[0] + (bounds[1] - bounds[0]) * u
+    if kind == "rotate":
+        return v * (math.pi / 180)
+    if kind == "posterize":
+        return v.long()  # floor: 0..3 bits kept (0 = black), as kornia's magnitude_fn
+    if kind == "translate_x":
+        return v * W
+    if kind == "translate_y":
+        return v * H
+    return v
+
+
+def trivial_augment(x: torch.Tensor, g: torch.Generator, policy: str = "kornia") -> torch.Tensor:
+    """TrivialAugment (Müller & Hutter 2021), batched.
+
+    ``kornia`` (UEraser's official ``K.auto.TrivialAugment()``): one op for the whole batch, drawn uniformly from
+    :data:`KORNIA_TRIVIAL_POLICY`, at a magnitude drawn uniformly from its range for each image.
+    ``wide`` (TrivialAugment-Wide; pst_fast's earlier default, not UEraser's): each image gets one op drawn uniformly from
     ``TRIVIAL_OPS`` at a magnitude level drawn uniformly from 31 bins (and a random sign)."""
     B, _, H, W = x.shape
+    if policy == "kornia":
+        ops = list(KORNIA_TRIVIAL_POLICY)
+        kind = ops[int(torch.randint(0, len(ops), (1,), generator=g, device=x.device))]
+        u = torch.rand(B, generator=g, device=x.device)
+        return _apply(kind, x, _kornia_value(kind, u, H, W)).to(x.dtype)
+    if policy != "wide":
+        raise PstFastError(f"TrivialAugment policy {policy!r}: expected one of {', '.join(TRIVIAL_POLICIES)}")
     op = torch.randint(0, len(TRIVIAL_OPS), (B,), generator=g, device=x.device)
     level = torch.randint(0, 31, (B,), generator=g, device=x.device).float() / 30
     sign = torch.randint(0, 2, (B,), generator=g, device=x.device).float() * 2 - 1
@@ -285,16 +349,14 @@ def trivial_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         rows = (op == k).nonzero().flatten()  # per-op subsets: 2.5 ms vs 16 ms (all ops on the whole batch), B=128, CPU
         if len(rows) == 0:
             continue
-        sub, m = x[rows], (level * sign)[rows]
-        done = _affine(sub, _geometric(kind, m, H, W)) if kind in GEOMETRIC_OPS else _color(kind, sub, m, level[rows])
-        out[rows] = done.clamp(0, 1).to(out.dtype)
+        out[rows] = _apply(kind, x[rows], _wide_value(kind, level[rows], sign[rows], H, W)).to(out.dtype)
     return out
 
 
-def ueraser(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def ueraser(x: torch.Tensor, g: torch.Generator, policy: str = "kornia") -> torch.Tensor:
     """The UEraser chain on a batch in [0, 1]: plasma brightness, plasma contrast, channel shuffle (p 0.5 each),
-    then TrivialAugment."""
-    return trivial_augment(channel_shuffle(plasma_contrast(plasma_brightness(x, g), g), g), g)
+    then TrivialAugment of ``policy``."""
+    return trivial_augment(channel_shuffle(plasma_contrast(plasma_brightness(x, g), g), g), g, policy)
 
 
 def gallery(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, list[str]]:

@@ -14,7 +14,7 @@ from ..training.config import TrainConfig
 from ..training.loop import build_model, load_splits, resolve_device
 from ..training.rundir import RunDir, load_checkpoint
 from .record import SALRecord, record_meta
-from .sal import SALConfig, make_sal_data, sal_epoch
+from .sal import SALConfig, make_sal_data, reference_loss, sal_epoch
 
 
 def run_config(run_dir: str | Path) -> TrainConfig:
@@ -52,8 +52,8 @@ def sal_of_run(run_dir: str | Path, scfg: SALConfig, out: str | Path | None = No
         if e in record.epochs:
             continue
         model.load_state_dict(load_checkpoint(run.epoch_weights(e)))
-        l0 = logged[e]["train_loss"] if scfg.l0 == "train-log" else None
-        res = sal_epoch(model, make_sal_data(scfg, cfg, train_ds, test_ds, e, **norm), scfg, l0, cfg.label_smoothing)
+        l0, smoothing = reference_loss(scfg, cfg, logged[e])
+        res = sal_epoch(model, make_sal_data(scfg, cfg, train_ds, test_ds, e, **norm), scfg, l0, smoothing)
         record.add(e, res)
         record.save(out)
     from .plot import plot_sal

@@ -23,7 +23,7 @@ from ..data.format import ImageDataset
 from ..errors import PstFastError
 from ..io import atomic_write, atomic_write_json
 from .plot import plot_sal
-from .sal import SALConfig, make_sal_data, sal_epoch
+from .sal import SALConfig, make_sal_data, reference_loss, sal_epoch
 
 ARRAYS = ("l0", "seconds", "sal", "s_max", "s_min", "loss_max", "loss_min", "ratio_max", "ratio_min")
 
@@ -84,7 +84,8 @@ class SALRecord:
 def record_meta(scfg: SALConfig, tcfg, train_ds: ImageDataset) -> dict:
     """What a SAL record states about its run (UD refuses to compare runs that differ in it)."""
     return {"sal_config": dataclasses.asdict(scfg), "model": tcfg.model, "train_epochs": tcfg.epochs, "data": tcfg.data,
-            "data_fingerprint": train_ds.fingerprint, "poisoned": train_ds.is_poisoned, "seed": tcfg.seed, "defense": tcfg.defense}
+            "data_fingerprint": train_ds.fingerprint, "poisoned": train_ds.is_poisoned, "seed": tcfg.seed, "defense": tcfg.defense,
+            "defense_args": tcfg.defense_args}
 
 
 class SALRecorder:
@@ -104,10 +105,10 @@ class SALRecorder:
         if not self.scfg.measures(state.epoch, self.tcfg.epochs):
             return
         data = make_sal_data(self.scfg, self.tcfg, self.train_ds, self.test_ds, state.epoch, **self.loader_kw)
-        l0 = state.log["train_loss"] if self.scfg.l0 == "train-log" else None
+        l0, smoothing = reference_loss(self.scfg, self.tcfg, state.log)
         with tqdm(total=self.scfg.rounds, desc=f"SAL ({self.scfg.mode}) after epoch {state.epoch + 1}", leave=False,
                   disable=self.tcfg.quiet, unit="round") as bar:
-            res = sal_epoch(state.model, data, self.scfg, l0, self.tcfg.label_smoothing, progress=lambda k, r: bar.update(1))
+            res = sal_epoch(state.model, data, self.scfg, l0, smoothing, progress=lambda k, r: bar.update(1))
         if self.record is None:
             self.record = SALRecord([], self.meta)
         self.record.add(state.epoch, res)

@@ -5,8 +5,9 @@ only W_l moves): a descending and an ascending copy; for k = 1..R rounds, one SG
 no momentum or decay) over the SAL data descending / ascending the loss, then if ‖W − W⁰‖_F > ε‖W⁰‖_F the
 displacement is rescaled onto that sphere, then both copies' mean loss is measured on one more pass.
 S_max = max(L₀, max_k L(W⁺_k)) − L₀, S_min = L₀ − min(L₀, min_k L(W⁻_k)), SAL_l = max(S_max, S_min).
-The loss is the run's training cross-entropy (its label smoothing); L₀ defaults to the epoch's logged
-mean training loss, as in the official code.
+The loss is plain cross-entropy, as the official code's (``loss=train``: the run's training loss with its label
+smoothing, pst_fast's earlier choice); L₀ defaults to the epoch's logged mean training loss of that same loss, as
+in the official code, which re-measures it in eval mode for mixup and cutmix (whose logged loss is mixed).
 
 Data passes are seeded draws of the run's own training loader (shuffle + augmentation): train pass k and
 eval pass k are shared by every layer and both directions (the official code draws a fresh shuffle per
@@ -53,6 +54,8 @@ class SALConfig:
     lr_max: float = opt(0.1, "SGD learning rate of the ascending copy")
     data: str = opt("train", "SAL data: the run's training set with its augmentation (official), or the clean test set", ("train", "test"))
     l0: str = opt("train-log", "reference loss: the epoch's logged mean training loss (official) or a fresh eval-mode pass (a deviation)", ("train-log", "measure"))
+    loss: str = opt("ce", "the loss SAL measures: ce = plain cross-entropy (official); train = the run's training loss with its "
+                    "label smoothing (pst_fast's earlier default; not official)", ("ce", "train"), later=True, earlier="train")
     batch_size: int = opt(0, "SGD batch size of the SAL passes; 0 = the run's training batch size (official)")
     eval_batch_size: int = opt(500, "batch size of the evaluation passes (does not change the result)")
 
@@ -68,7 +71,7 @@ class SALConfig:
                 raise PstFastError(f"--sal-args {name}={getattr(out, name)}: expected a positive integer")
         if not (out.radius > 0 and out.lr_min >= 0 and out.lr_max >= 0 and out.batch_size >= 0 and out.eval_batch_size > 0):
             raise PstFastError("--sal-args: expected radius > 0, lr_min/lr_max >= 0, batch_size >= 0, eval_batch_size > 0")
-        for name in ("data", "l0"):
+        for name in ("data", "l0", "loss"):
             choices = dataclasses.fields(self)[[f.name for f in dataclasses.fields(self)].index(name)].metadata["choices"]
             if getattr(out, name) not in choices:
                 raise PstFastError(f"--sal-args {name}={getattr(out, name)!r}: expected one of {', '.join(choices)}")
@@ -165,6 +168,26 @@ def finish_result(layers, l0, loss_min, loss_max, ratio_min, ratio_max, t0) -> S
     s_min = ref - torch.minimum(ref, lmin.min(0).values)
     return SALResult(list(layers), float(l0), sal.numpy(), s_max.numpy(), s_min.numpy(), lmax.numpy(), lmin.numpy(),
                      np.asarray(ratio_max, dtype=np.float32), np.asarray(ratio_min, dtype=np.float32), time.perf_counter() - t0)
+
+
+MIXED_LABEL_DEFENSES = ("mixup", "cutmix")  # their logged training loss is a mixed-label loss
+
+
+def reference_loss(scfg: SALConfig, tcfg, log: dict) -> tuple[float | None, float]:
+    """(L₀, label smoothing of the SAL loss) for the epoch whose metrics line is ``log``; L₀ None = measure it fresh.
+
+    loss=ce: L₀ is the logged plain cross-entropy of the training logits (``train_ce``; ``train_loss`` when the run
+    trains without smoothing), measured in eval mode for the mixed-label defenses, as the official code does."""
+    if scfg.loss == "train":
+        return (log["train_loss"] if scfg.l0 == "train-log" else None), tcfg.label_smoothing
+    if scfg.l0 == "measure" or tcfg.defense in MIXED_LABEL_DEFENSES:
+        return None, 0.0
+    if "train_ce" in log:
+        return log["train_ce"], 0.0
+    if tcfg.label_smoothing == 0 and tcfg.defense == "standard":
+        return log["train_loss"], 0.0
+    raise PstFastError(f"epoch {log.get('epoch', 0) + 1}: no plain cross-entropy logged (train_ce; a run from an earlier version); "
+                       "measure SAL with --sal-args loss=train (the run's smoothed loss) or l0=measure")
 
 
 def mean_loss(model: nn.Module, batches, label_smoothing: float) -> float:

@@ -3,15 +3,19 @@ fully resolved configuration (so a rerun, or another spec asking for the same th
 
 A poison artifact is (dataset, attack, all its parameters, poison seed): generated once, reused by every cell
 on it. A cell is one training run: (data, model, seed, defense with its parameters, training options, SAL).
-With metric "ud", the cells of the ``ud_defenses`` measure fast SAL and UD compares them to the clean
-standard-training cell of their dataset, model and seed — added as a reference when the grid lacks it.
+With metric "ud", the cells of the ``ud_defenses`` measure SAL (the spec's ``sal`` mode) and UD compares each with
+the clean cell of its dataset, model and seed trained with its own defense (``ud_reference = "same-defense"``, as
+the official UD code) or with standard training (``"standard"``) — added as a reference when the grid lacks it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
 
+from ..errors import PstFastError
+from ..text import printable
 from .spec import CLEAN, Spec
 
 
@@ -48,7 +52,11 @@ class Cell:
         return content_id({"kind": "cell", "data": self.poison.id if self.poison else self.dataset, "train": dict(self.train)})
 
     def config(self) -> dict:
-        return dict(self.train)
+        """The cell's TrainConfig options (``train`` less what its identity derives from them, e.g. ``defense_params``)."""
+        from ..training.config import TrainConfig
+
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        return {k: v for k, v in self.train if k in names}
 
 
 def _train_options(spec: Spec, model: str, seed: int, defense: str, params: dict, sal: bool) -> tuple:
@@ -56,7 +64,7 @@ def _train_options(spec: Spec, model: str, seed: int, defense: str, params: dict
 
     cfg = TrainConfig(**spec.train, model=model, seed=seed, defense=defense, quiet=True,
                       defense_args=",".join(f"{k}={v}" for k, v in sorted(params.items())),
-                      sal="fast" if sal else "", sal_args=spec.sal_args if sal else "")
+                      sal=spec.sal if sal else "", sal_args=spec.sal_args if sal else "")
     return tuple(sorted(cfg.identity().items()))
 
 
@@ -78,22 +86,37 @@ def expand(spec: Spec) -> list[Cell]:
                     for seed in spec.seeds:
                         sal = "ud" in spec.metrics and d_alias in spec.ud_defenses
                         cells.append(Cell(dataset, alias, d_alias, model, seed, poison, _train_options(spec, model, seed, d_name, d_params, sal)))
+    seen: dict[str, Cell] = {}
+    for c in cells:  # parse_spec refuses repeated axis values and twin aliases; this is the net under it
+        if c.id in seen:
+            a = seen[c.id]
+            raise PstFastError(f"{spec.path}: cells {a.attack} × {a.defense} ({a.model}, seed {a.seed}) and {c.attack} × {c.defense} "
+                               f"({c.model}, seed {c.seed}) of {c.dataset} are the same cell {c.id}; remove one of the two entries")
+        seen[c.id] = c
     if "ud" in spec.metrics:
         have = {c.id for c in cells}
+        references = [("standard", "standard", {})] if spec.ud_reference == "standard" else \
+            [d for d in spec.defenses if d[0] in spec.ud_defenses]
         for dataset in spec.datasets:
-            for model in spec.models:
-                for seed in spec.seeds:
-                    ref = Cell(dataset, CLEAN, "standard", model, seed, None, _train_options(spec, model, seed, "standard", {}, True), reference=True)
-                    if ref.id not in have:
-                        have.add(ref.id)
-                        cells.append(ref)
+            for d_alias, d_name, d_params in references:
+                for model in spec.models:
+                    for seed in spec.seeds:
+                        ref = Cell(dataset, CLEAN, d_alias, model, seed, None, _train_options(spec, model, seed, d_name, d_params, True),
+                                   reference=True)
+                        if ref.id not in have:
+                            have.add(ref.id)
+                            cells.append(ref)
     return cells
 
 
-def reference_of(cell: Cell, cells: list[Cell]) -> Cell | None:
-    """The clean standard-training cell with SAL that UD compares ``cell`` with (same dataset, model, seed)."""
+def reference_of(cell: Cell, cells: list[Cell], ud_reference: str = "same-defense") -> Cell | None:
+    """The clean cell with SAL that UD compares ``cell`` with: same dataset, model and seed, trained with ``cell``'s defense
+    (``ud_reference`` 'same-defense') or with standard training ('standard')."""
+    mine = dict(cell.train)
+    want = (mine["defense"], mine["defense_args"]) if ud_reference == "same-defense" else ("standard", "")
     for c in cells:
-        if c.poison is None and dict(c.train)["defense"] == "standard" and not dict(c.train)["defense_args"] and dict(c.train)["sal"] \
+        theirs = dict(c.train)
+        if c.poison is None and (theirs["defense"], theirs["defense_args"]) == want and theirs["sal"] \
                 and (c.dataset, c.model, c.seed) == (cell.dataset, cell.model, cell.seed):
             return c
     return None
@@ -112,11 +135,12 @@ def plan_text(spec: Spec, cells: list[Cell]) -> str:
         reuse = []
         if c.poison:
             reuse.append(f"poison {c.poison.id} (shared by {len(poisons[c.poison.id])} cells)")
-        if dict(c.train)["sal"] and not (c.poison is None and c.defense == "standard"):
-            ref = reference_of(c, cells)
+        if dict(c.train)["sal"] and not (c.poison is None and (spec.ud_reference == "same-defense" or c.defense == "standard")):
+            ref = reference_of(c, cells, spec.ud_reference)
             reuse.append(f"clean reference {ref.id}" if ref else "no clean reference")
         tag = " [UD reference]" if c.reference else ""
-        lines.append(f"{c.id:<17} {c.dataset[-14:]:<14} {c.attack:<10} {c.defense:<12} {c.model:<10} {c.seed:>4}  {'; '.join(reuse)}{tag}")
+        lines.append(printable(f"{c.id:<17} {c.dataset[-14:]:<14} {c.attack:<10} {c.defense:<12} {c.model:<10} {c.seed:>4}  "
+                               f"{'; '.join(reuse)}{tag}"))
     return "\n".join(lines)
 
 
@@ -134,9 +158,10 @@ def intro_text(spec: Spec, cells: list[Cell]) -> str:
             ("data", spec.attacks, lambda name: "clean data" if name == CLEAN else get_attack(name).summary),
             ("training", spec.defenses, lambda name: (DEFENSES[name].__doc__ or "").strip().splitlines()[0].rstrip("."))):
         for i, (alias, name, params) in enumerate(entries):
-            lines.append(f"  {title if i == 0 else '':<9} {alias}: {describe(name)}{args(params)}")
+            lines.append(printable(f"  {title if i == 0 else '':<9} {alias}: {describe(name)}{args(params)}"))
     if "ud" in spec.metrics:
         refs = sum(c.reference for c in cells)
+        against = "clean data with the same training" if spec.ud_reference == "same-defense" else "clean standard training"
         lines.append(f"  {'metrics':<9} clean test accuracy; UD of {', '.join(spec.ud_defenses)} training on each poison against "
-                     f"clean data (fast SAL{f'; {refs} clean reference run' + ('s' if refs > 1 else '') + ' added' if refs else ''})")
+                     f"{against} ({spec.sal} SAL{f'; {refs} clean reference run' + ('s' if refs > 1 else '') + ' added' if refs else ''})")
     return "\n".join(lines)

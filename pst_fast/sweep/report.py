@@ -1,12 +1,13 @@
-"""Reports of a sweep database: per-cell records (CSV / JSON) and a Markdown + HTML page with the
-attack × defense table (final and peak clean test accuracy, UD; means over seeds), a heatmap of the grid and
-the learning curves. A partly finished sweep reports what is done and marks the rest."""
+"""Reports of a sweep database: per-cell records (CSV / JSON), and a Markdown page plus a static HTML site
+(:mod:`.site`) with the attack × defense table (final and peak clean test accuracy, UD; mean ± sample standard
+deviation over seeds), a heatmap of the grid and the learning curves. A partly finished sweep reports what is
+done and marks the rest."""
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,18 +21,23 @@ from .store import Store
 FIELDS = ("dataset", "attack", "defense", "model", "seed", "status", "final_test_acc", "peak_test_acc", "ud")
 
 
-def _epochs_so_far(run_dir: str | None) -> int:
-    """Finished epochs of an unfinished cell, read from its run directory (0 when it has not started)."""
+def _run_dir_lines(run_dir: str | None) -> list[dict]:
+    """The metrics.jsonl lines of a run directory so far ([] when the cell has not started)."""
     f = Path(run_dir) / "metrics.jsonl" if run_dir else None
-    return sum(1 for line in f.open() if line.strip()) if f and f.is_file() else 0
+    return [json.loads(l) for l in f.read_text().splitlines() if l.strip()] if f and f.is_file() else []
 
 
 def records(store: Store) -> list[dict]:
     """One record per cell (UD references included), in plan order; unfinished cells carry their progress."""
-    return [{k: r[k] for k in FIELDS} | {"id": r["id"], "reference": bool(r["reference"]), "error": r["error"],
-                                         "epochs": json.loads(r["config"])["epochs"],
-                                         "epochs_done": 0 if r["status"] in ("done", "failed") else _epochs_so_far(r["run_dir"])}
+    return [{k: r[k] for k in FIELDS} | {k: r[k] for k in ("id", "error", "run_dir", "lp", "seconds", "updated")} |
+            {"reference": bool(r["reference"]), "config": json.loads(r["config"]), "epochs": json.loads(r["config"])["epochs"],
+             "epochs_done": 0 if r["status"] in ("done", "failed") else len(_run_dir_lines(r["run_dir"]))}
             for r in store.cells()]
+
+
+def run_lines(store: Store, r: dict) -> list[dict]:
+    """Per-epoch metrics of a record: from the database when done, else from its run directory so far."""
+    return store.epochs(r["id"]) if r["status"] == "done" else _run_dir_lines(r["run_dir"])
 
 
 def as_csv(recs: list[dict]) -> str:
@@ -53,9 +59,23 @@ def grid(recs: list[dict]) -> tuple[list, list, dict]:
     return sorted(rows, key=lambda row: row[1] != CLEAN), cols, groups
 
 
-def _mean(rs: list[dict], key: str) -> float | None:
+def stats(rs: list[dict], key: str) -> tuple[float, float | None, int] | None:
+    """(mean, sample standard deviation or None below two values, n) of ``key`` over the finished records; None if none."""
     v = [r[key] for r in rs if r["status"] == "done" and r[key] is not None]
-    return float(np.mean(v)) if v else None
+    if not v:
+        return None
+    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None, len(v)
+
+
+def _mean(rs: list[dict], key: str) -> float | None:
+    s = stats(rs, key)
+    return s[0] if s else None
+
+
+def spread_text(s: tuple[float, float | None, int], scale: float = 100.0, digits: int = 1) -> str:
+    """'mean' or 'mean ± sd' of a :func:`stats` triple, times ``scale``."""
+    mean, sd, _ = s
+    return f"{scale * mean:.{digits}f}" + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
 
 
 def cell_text(rs: list[dict]) -> str:
@@ -67,9 +87,9 @@ def cell_text(rs: list[dict]) -> str:
             return "failed"
         progress = max(rs, key=lambda r: r["epochs_done"])
         return f"epoch {progress['epochs_done']}/{progress['epochs']}" if progress["epochs_done"] else "pending"
-    text = f"{100 * _mean(done, 'final_test_acc'):.1f} / {100 * _mean(done, 'peak_test_acc'):.1f}"
-    ud = _mean(done, "ud")
-    text += f" (UD {ud:.2f})" if ud is not None else ""
+    text = f"{spread_text(stats(done, 'final_test_acc'))} / {spread_text(stats(done, 'peak_test_acc'))}"
+    ud = stats(done, "ud")
+    text += f" (UD {spread_text(ud, 1.0, 2)})" if ud is not None else ""
     return text + (f" [{len(done)}/{len(rs)} seeds]" if len(done) < len(rs) else "")
 
 
@@ -100,6 +120,16 @@ def summary(recs: list[dict]) -> list[str]:
     return out
 
 
+def seeds_text(recs: list[dict]) -> str:
+    """How the entries aggregate seeds: 'mean over seeds' plus the spread and n where some entry has two or more."""
+    rows, cols, groups = grid(recs)
+    ns = sorted({sum(r["status"] == "done" for r in rs) for rs in groups.values()} - {0})
+    if not ns or ns[-1] < 2:
+        return "mean over seeds" if len({r["seed"] for r in recs}) > 1 else "one seed"
+    n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    return f"mean ± sample standard deviation over n = {n} finished seeds"
+
+
 def table(recs: list[dict]) -> tuple[str, list[str], list[list[str]]]:
     """(caption, header, body) of the attack × defense table; dataset and model get columns only when they vary."""
     rows, cols, groups = grid(recs)
@@ -108,7 +138,7 @@ def table(recs: list[dict]) -> tuple[str, list[str], list[list[str]]]:
     same = [f"{names[i]} {rows[0][i]}" for i in range(3) if rows and i not in keys]
     done = sum(r["status"] == "done" for r in recs)
     caption = (f"{done} of {len(recs)} cells done{' (' + ', '.join(same) + ')' if same else ''}. Each entry: "
-               "final / peak clean test accuracy (%), mean over seeds, and UD when measured.")
+               f"final / peak clean test accuracy (%) and UD when measured, {seeds_text(recs)}.")
     body = [[row[i] for i in keys] + [cell_text(groups.get((row, c), [])) for c in cols] for row in rows]
     return caption, [names[i] for i in keys] + cols, body
 
@@ -167,7 +197,10 @@ def curves(store: Store, recs: list[dict], path: Path) -> Path:
 
 
 def write_report(db: str | Path, out: str | Path) -> Path:
-    """report.md, report.html, grid.png and curves.png in ``out``; returns the HTML path."""
+    """report.md, grid.png, curves.png and the static site (report.html, a page per table entry, :mod:`.site`) in
+    ``out``; returns the path of report.html."""
+    from .site import write_site
+
     store, out = Store(db), Path(out)
     recs = records(store)
     title = f"Sweep report: {Path(db).name}"
@@ -175,15 +208,27 @@ def write_report(db: str | Path, out: str | Path) -> Path:
     heatmap(recs, out / "grid.png")
     curves(store, recs, out / "curves.png")
     atomic_write_text(out / "report.md", md + "\n![grid](grid.png)\n\n![curves](curves.png)\n")
-    caption, header, body = table(recs)
-    cells = lambda tag, values: "".join(f"<{tag}>{html.escape(v)}</{tag}>" for v in values)  # noqa: E731
-    rows = "".join(f"<tr>{cells('td', r)}</tr>" for r in body)
-    short = "".join(f"<li>{html.escape(t)}</li>" for t in summary(recs))
-    page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>body{{font-family:sans-serif}}"
-            f"td,th{{border:1px solid #ccc;padding:4px 8px}}table{{border-collapse:collapse}}</style><h1>{html.escape(title)}</h1>"
-            f"<p>{html.escape(caption)}</p><table><tr>{cells('th', header)}</tr>{rows}</table>"
-            f"{'<p>In short:</p><ul>' + short + '</ul>' if short else ''}<p><img src='grid.png'></p><p><img src='curves.png'></p>")
-    return atomic_write_text(out / "report.html", page)
+    return write_site(store, recs, out, title, table(recs)[0], summary(recs))
+
+
+def tensorboard_name(dataset: str, attack: str, defense: str, model: str, seed: int, reference: bool = False) -> str:
+    """A cell's TensorBoard run under the sweep's log directory: DATASET/ATTACK/DEFENSE/MODEL/seedN (-ud-reference)."""
+    parts = [Path(dataset).name, attack, defense, model, f"seed{seed}" + ("-ud-reference" if reference else "")]
+    return "/".join(re.sub(r"[^A-Za-z0-9._-]+", "_", p) for p in parts)
+
+
+def export_tensorboard(db: str | Path, logdir: str | Path) -> list[Path]:
+    """TensorBoard event files of every cell of ``db`` with finished epochs (done ones from the database, others from
+    their run directories so far), one run per cell (:func:`tensorboard_name`); returns the run directories."""
+    from ..tensorboard import export_run
+
+    store, runs = Store(db), []
+    for r in records(store):
+        lines = run_lines(store, r)
+        if lines:
+            runs.append(Path(logdir) / tensorboard_name(r["dataset"], r["attack"], r["defense"], r["model"], r["seed"], r["reference"]))
+            export_run(lines, runs[-1], r["run_dir"])
+    return runs
 
 
 def dumps(db: str | Path, fmt: str) -> str:

@@ -14,7 +14,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import PstFastError
+from ..io import check_out
+from ..options import check
+from .lock import db_lock
 from .plan import Cell, expand, reference_of
+from .progress import JobLines, reporting
+from .report import tensorboard_name
 from .spec import Spec
 from .store import Store
 
@@ -48,21 +53,24 @@ def local_gpus(device: str) -> tuple[str, ...]:
     return tuple(visible.split(",")) if visible else tuple(str(i) for i in range(torch.cuda.device_count()))
 
 
-def _make_poison(attack: str, dataset: str, params: dict, seed: int, out: str, device: str) -> float:
+def _make_poison(attack: str, dataset: str, params: dict, seed: int, out: str, device: str, progress_file: str | None = None) -> float:
     from ..attacks import poison
     from ..training.loop import resolve_device
 
     if not Path(out).is_dir():  # a finished poison is a complete directory (written by rename)
-        poison(attack, dataset, out, seed=seed, device=str(resolve_device(device)), progress=False, **params)
+        with reporting(progress_file) as shown:
+            poison(attack, dataset, out, seed=seed, device=str(resolve_device(device)), progress=shown, **params)
     return time.time()
 
 
-def _train_cell(config: dict, data: str, out: str, device: str) -> tuple[dict, list[dict]]:
+def _train_cell(config: dict, data: str, out: str, device: str, progress_file: str | None = None,
+                tensorboard: str = "") -> tuple[dict, list[dict]]:
     from ..training import TrainConfig, train
     from ..training.rundir import RunDir
 
-    cfg = TrainConfig(**config | {"data": data, "out": out, "device": device, "quiet": True})
-    summary = train(cfg)
+    with reporting(progress_file) as shown:
+        cfg = TrainConfig(**config | {"data": data, "out": out, "device": device, "quiet": not shown, "tensorboard": tensorboard})
+        summary = train(cfg)
     return summary, RunDir(out, cfg).metrics()
 
 
@@ -106,9 +114,25 @@ def _error(e: BaseException) -> str:
 
 
 def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, workers: int | None = None,
-              retry_failed: bool = False, progress: bool = True, executor: str = "local", address: str | None = None) -> Store:
+              retry_failed: bool = False, progress: bool = True, executor: str = "local", address: str | None = None,
+              tensorboard: str | None = None, wait: bool = False) -> Store:
     """Run every unfinished cell of ``spec``; artifacts live under ``workdir`` (default: DB name + '-runs').
-    ``executor``: 'local' (a pool of worker processes) or 'ray' (tasks on the Ray cluster at ``address``)."""
+    ``executor``: 'local' (a pool of worker processes) or 'ray' (tasks on the Ray cluster at ``address``).
+    ``progress``: the job bar and each running job's progress under it (plain lines when stderr is not a terminal).
+    ``tensorboard``: a directory where every cell trained now writes its TensorBoard events (one subdirectory per cell).
+    The database is locked for the run (:mod:`pst_fast.sweep.lock`): a second runner fails naming the first, or with
+    ``wait`` waits."""
+    if workers is not None:
+        check(workers, "--workers", int, ge=1)
+    if executor not in ("local", "ray"):
+        raise PstFastError(f"--executor {executor!r}: expected local or ray")
+    check_out(db, "--db", new=False, file=True)
+    Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    with db_lock(db, wait, say=lambda text: print(text, file=sys.stderr)):
+        return _run_locked(spec, db, workdir, workers, retry_failed, progress, executor, address, tensorboard)
+
+
+def _run_locked(spec: Spec, db, workdir, workers, retry_failed: bool, progress: bool, executor: str, address, tensorboard) -> Store:
     store = Store(db)
     cells = expand(spec)
     store.add_cells(cells)
@@ -123,12 +147,11 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
     bar = tqdm(total=len(poisons) + len(todo), desc=f"sweep {spec.name}", unit="job", disable=not progress)
     failed_poisons: dict[str, str] = {}
     say = bar.write if progress else (lambda text: None)
+    running = JobLines(root, live=sys.stderr.isatty(), say=say, enabled=progress)
     if executor == "ray":
         pool = RayPool(address, threads, spec.resources.get("gpus_per_cell", 0.0))
-    elif executor == "local":
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, ctx.Value("i", 0), gpus))
     else:
-        raise PstFastError(f"--executor {executor!r}: expected local or ray")
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads, ctx.Value("i", 0), gpus))
     with pool:
         jobs = {}
 
@@ -140,7 +163,8 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
             out = str(root / "runs" / c.id)
             store.cell_queued(c.id, out)
             data = str(root / "poisons" / c.poison.id) if c.poison else c.dataset
-            jobs[pool.submit(_train_cell, c.config(), data, out, device)] = ("cell", c)
+            tb = str(Path(tensorboard).resolve() / tensorboard_name(c.dataset, c.attack, c.defense, c.model, c.seed, c.reference)) if tensorboard else ""
+            jobs[pool.submit(_train_cell, c.config(), data, out, device, running.start(c.id, _name(c)), tb)] = ("cell", c)
 
         reused = set()
         for pid, p in poisons.items():  # poisons first; a cell starts as soon as its poison is there
@@ -149,15 +173,18 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
                 reused.add(pid)
                 say(f"poison {p.attack} of {p.dataset}: reused ({out})")
             else:
-                jobs[pool.submit(_make_poison, p.attack, p.dataset, dict(p.params), p.seed, str(out), device)] = ("poison", (p, str(out), time.time()))
+                jobs[pool.submit(_make_poison, p.attack, p.dataset, dict(p.params), p.seed, str(out), device,
+                                 running.start(p.id, f"poison {p.attack} of {p.dataset}"))] = ("poison", (p, str(out), time.time()))
         bar.update(len(reused))
         for c in todo:
             if not c.poison or c.poison.id in reused:
                 submit_cell(c)
         while jobs:
-            done, _ = wait(jobs, return_when=FIRST_COMPLETED)
+            done, _ = wait(jobs, timeout=1.0, return_when=FIRST_COMPLETED)
+            running.poll()
             for f in done:
                 kind, what = jobs.pop(f)
+                running.finish(what[0].id if kind == "poison" else what.id)
                 bar.update(1)
                 if kind == "poison":
                     p, out, t0 = what
@@ -180,24 +207,25 @@ def run_sweep(spec: Spec, db: str | Path, workdir: str | Path | None = None, wor
                     say(f"{_name(what)}: {100 * summary['final_test_acc']:.1f}% clean test accuracy ({summary['wall_seconds'] / 60:.1f} min)")
     bar.close()
     if "ud" in spec.metrics:
-        _fill_ud(store, cells)
+        _fill_ud(store, cells, spec.ud_reference)
     return store
 
 
-def _fill_ud(store: Store, cells: list[Cell]) -> None:
-    """UD of every finished cell against its finished clean reference (1.0 for the reference itself)."""
+def _fill_ud(store: Store, cells: list[Cell], ud_reference: str) -> None:
+    """UD of every finished cell against its finished clean reference (``ud_reference``: see :func:`reference_of`;
+    1.0 for the reference itself)."""
     from ..metrics.ud import unlearnable_distance
 
     rows = {r["id"]: r for r in store.cells()}
     for c in cells:
         if not dict(c.train)["sal"]:
             continue
-        ref = reference_of(c, cells)
+        ref = reference_of(c, cells, ud_reference)
         row, ref_row = rows.get(c.id), rows.get(ref.id) if ref else None
         if not (row and ref_row and row["status"] == ref_row["status"] == "done"):
             continue
         try:
-            rep = unlearnable_distance(ref_row["run_dir"], [row["run_dir"]])
+            rep = unlearnable_distance(ref_row["run_dir"], [row["run_dir"]], ud_reference)
         except PstFastError as e:
             store.note_error(c.id, f"UD: {e}")
             continue

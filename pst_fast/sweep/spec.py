@@ -2,10 +2,14 @@
 budget, the metrics and the resources. It is parsed and checked whole before anything runs; every error is
 one line naming the spec's line and key.
 
-    [sweep]            name, datasets, models, seeds, metrics ("accuracy" always; "ud" adds fast SAL to every
-                       cell and a shared clean reference run per dataset, model and seed), ud_defenses (the
-                       defenses whose cells measure UD; default all), sal_args (fast-SAL knobs), poison_seed
-    [train]            TrainConfig options for every cell (epochs, batch_size, lr, ...)
+    [sweep]            name, datasets, models, seeds, metrics ("accuracy" always; "ud" adds SAL to every
+                       cell and a shared clean reference run per dataset, model, seed and defense), ud_defenses (the
+                       defenses whose cells measure UD; default all), ud_reference ("same-defense": each defended cell
+                       against the clean run trained with its defense, as the official UD code; "standard": against
+                       the clean run of standard training), sal ("fast" or "exact"; default fast, or the protocol's),
+                       sal_args (SAL knobs), poison_seed
+    [train]            TrainConfig options for every cell (epochs, batch_size, lr, ..., protocol: a preset whose
+                       values the other keys override)
     [attacks.NAME]     one attack of the grid; its keys are the attack's parameters. NAME is the attack
                        ('pst-fast attacks'), or an alias with attack = "em"; [attacks.clean] is the clean data
     [defenses.NAME]    one defense; its keys are the defense's parameters ('pst-fast defenses'), or an alias
@@ -15,17 +19,22 @@ one line naming the spec's line and key.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PstFastError
+from ..options import check, check_field
 
 TOP = {"sweep", "train", "attacks", "defenses", "resources"}
-SWEEP_KEYS = {"name": str, "datasets": list, "models": list, "seeds": list, "metrics": list, "poison_seed": int,
-              "ud_defenses": list, "sal_args": str}
-RESOURCE_KEYS = {"workers": int, "threads": int, "device": str, "gpus_per_cell": float}
+SWEEP_KEYS = {"name": (str, {}), "datasets": (list, {}), "models": (list, {}), "seeds": (list, {}), "metrics": (list, {}),
+              "poison_seed": (int, {"ge": 0}), "ud_defenses": (list, {}), "ud_reference": (str, {}), "sal": (str, {}),
+              "sal_args": (str, {})}
+UD_REFERENCES = ("same-defense", "standard")
+RESOURCE_KEYS = {"workers": (int, {"ge": 1}), "threads": (int, {"ge": 1}), "device": (str, {}), "gpus_per_cell": (float, {"ge": 0})}
 METRICS = ("accuracy", "ud")
 CLEAN = "clean"
 
@@ -47,6 +56,8 @@ class Spec:
     defenses: list[tuple[str, str, dict]]
     resources: dict = field(default_factory=dict)
     path: str = ""
+    ud_reference: str = "same-defense"
+    sal: str = "fast"
 
 
 class SpecError(PstFastError):
@@ -69,31 +80,61 @@ def _line(text: str, table: str, key: str | None = None) -> int:
     return header_line
 
 
-def _fail(path: str, text: str, table: str, key: str | None, msg: str):
+def _where(path: str, text: str, table: str, key: str | None) -> str:
     n = _line(text, table, key)
-    where = f"{path}:{n}" if n else path
-    raise SpecError(f"{where}: [{table}]{' ' + key if key else ''}: {msg}")
+    return f"{path}:{n}" if n else path
 
 
-def _typed(path, text, table, key, value, want) -> None:
-    ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-    if want is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok:
-        _fail(path, text, table, key, f"expected a {want.__name__}, got {type(value).__name__} {value!r}")
+def _fail(path: str, text: str, table: str, key: str | None, msg: str):
+    raise SpecError(f"{_where(path, text, table, key)}: [{table}]{' ' + key if key else ''}: {msg}")
+
+
+def _checked(path, text, table, key, fn, *args):
+    """``fn(*args)`` (a check of :mod:`pst_fast.options`, whose message names ``key``) with its error placed in the spec."""
+    try:
+        return fn(*args)
+    except PstFastError as e:
+        raise SpecError(f"{_where(path, text, table, key)}: [{table}] {e}") from None
+
+
+def _typed(path, text, table, key, value, want: tuple) -> None:
+    typ, limits = want
+    if typ is list:
+        if not isinstance(value, list):
+            _fail(path, text, table, key, f"expected a list, got {type(value).__name__} {value!r}")
+        return
+    _checked(path, text, table, key, lambda: check(value, key, typ, None, **limits))
 
 
 def _params(path, text, table, cls, values: dict) -> dict:
-    """``values`` checked against the dataclass ``cls`` (names, types and choices); returns them."""
+    """``values`` checked against the dataclass ``cls`` (names, types, choices, finite, ranges); returns them."""
     fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
     for k, v in values.items():
         if k not in fields:
             _fail(path, text, table, k, f"unknown parameter; expected one of {', '.join(fields) or '(none)'}")
-        default, choices = fields[k].default, fields[k].metadata.get("choices")
-        _typed(path, text, table, k, v, float if isinstance(default, float) else type(default))
-        if choices and v not in choices:
-            _fail(path, text, table, k, f"expected one of {', '.join(map(str, choices))}, got {v!r}")
+        _checked(path, text, table, k, check_field, fields[k], v, k)
     return dict(values)
+
+
+def _no_repeats(path, text, table, key, values: list) -> None:
+    """Two equal entries of a grid axis would give cells of one id, trained twice at once into one directory."""
+    seen = set()
+    for v in values:
+        if repr(v) in seen:
+            _fail(path, text, table, key, f"{v!r} appears twice (its cells would be trained twice into one run directory)")
+        seen.add(repr(v))
+
+
+def _no_twins(path, text, kind: str, entries: list[tuple[str, str, dict]]) -> None:
+    """Two aliases of one attack (or defense) with the same resolved parameters would name the same cells: refused."""
+    first: dict[str, str] = {}
+    for alias, _, resolved in entries:
+        key = json.dumps(resolved, sort_keys=True, default=str)
+        if key in first:
+            line = _line(text, f"{kind}.{first[key]}")
+            _fail(path, text, f"{kind}.{alias}", None, f"the same {kind[:-1]} with the same parameters as [{kind}.{first[key]}]"
+                  f"{f' (line {line})' if line else ''}; the two would be one cell, trained twice")
+        first[key] = alias
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -140,14 +181,28 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         if k not in tfields or k in ("data", "out", "defense", "defense_args", "seed", "model", "sal", "sal_args"):
             _fail(path, text, "train", k, "not a training option a sweep sets ('pst-fast train --help'; data, model, seed, "
                   "defense and SAL come from the grid)" if k in tfields else "unknown training option ('pst-fast train --help')")
-        d = tfields[k].default
-        _typed(path, text, "train", k, v, float if isinstance(d, float) else type(d))
+        _checked(path, text, "train", k, check_field, tfields[k], v, k)
+    from ..training.protocols import with_protocol
+
     try:
-        TrainConfig(**train).validate()
+        preset = with_protocol(train)
+        TrainConfig(**preset).validate()
     except PstFastError as e:
         _fail(path, text, "train", None, str(e))
+    sal_mode = sweep.get("sal", preset.get("sal") or "fast")  # SAL comes from the grid, its mode from [sweep] or the protocol
+    if "model" in preset and "models" not in sweep:  # the models too: the protocol's unless [sweep] models says
+        models = [preset["model"]]
+    train = {k: v for k, v in preset.items() if k not in ("sal", "sal_args", "model")}
+    if sal_mode not in ("fast", "exact"):
+        _fail(path, text, "sweep", "sal", f"expected fast or exact, got {sal_mode!r}")
+    ud_reference = sweep.get("ud_reference", UD_REFERENCES[0])
+    if ud_reference not in UD_REFERENCES:
+        _fail(path, text, "sweep", "ud_reference", f"expected one of {', '.join(UD_REFERENCES)}, got {ud_reference!r}")
 
-    attacks = []
+    from ..attacks.base import params_from
+    from ..options import identity
+
+    attacks, resolved = [], []
     for alias, values in doc.get("attacks", {}).items():
         table = f"attacks.{alias}"
         values = dict(values)
@@ -156,12 +211,16 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
             if values:
                 _fail(path, text, table, next(iter(values)), "the clean entry takes no parameters")
             attacks.append((alias, CLEAN, {}))
+            resolved.append((alias, CLEAN, {"attack": CLEAN}))
             continue
         if name not in ATTACKS:
             _fail(path, text, table, "attack" if "attack" in doc["attacks"][alias] else None,
                   f"unknown attack {name!r}; expected one of {CLEAN}, {', '.join(ATTACKS)}")
         attacks.append((alias, name, _params(path, text, table, ATTACKS[name].params, values)))
-    defenses = []
+        p = _checked(path, text, table, None, params_from, ATTACKS[name], values)
+        resolved.append((alias, name, {"attack": name, **identity(p)}))
+    _no_twins(path, text, "attacks", resolved)
+    defenses, resolved = [], []
     for alias, values in doc.get("defenses", {}).items():
         table = f"defenses.{alias}"
         values = dict(values)
@@ -170,6 +229,9 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
             _fail(path, text, table, "defense" if "defense" in doc["defenses"][alias] else None,
                   f"unknown defense {name!r}; expected one of {', '.join(sorted(DEFENSES))}")
         defenses.append((alias, name, _params(path, text, table, DEFENSE_PARAMS.get(name), values)))
+        cls = DEFENSE_PARAMS.get(name)
+        resolved.append((alias, name, {"defense": name, **(dataclasses.asdict(cls(**values)) if cls else {})}))
+    _no_twins(path, text, "defenses", resolved)
     resources = doc.get("resources", {})
     for k, v in resources.items():
         if k not in RESOURCE_KEYS:
@@ -178,6 +240,8 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
     for key, values in (("datasets", datasets), ("models", models), ("seeds", seeds)):
         if not values:
             _fail(path, text, "sweep", key, "is empty: the grid has no cells")
+        _no_repeats(path, text, "sweep", key, values)
+    _no_repeats(path, text, "sweep", "datasets", [os.path.realpath(d) if os.path.isdir(d) else d for d in datasets])
     for table, entries in (("attacks", attacks), ("defenses", defenses)):
         if not entries:
             raise SpecError(f"{path}: no [{table}.NAME] section: the grid has no cells")
@@ -190,8 +254,8 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         from ..metrics.sal import parse_sal_config
 
         try:
-            parse_sal_config("fast", sal_args)
+            parse_sal_config(sal_mode, sal_args)
         except PstFastError as e:
             _fail(path, text, "sweep", "sal_args", str(e))
     return Spec(sweep.get("name", Path(path).stem), datasets, models, seeds, metrics, sweep.get("poison_seed", 0), ud_defenses,
-                sal_args, train, attacks, defenses, resources, path)
+                sal_args, train, attacks, defenses, resources, path, ud_reference, sal_mode)

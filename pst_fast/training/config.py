@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, fields
 
 from ..errors import PstFastError
-from ..options import identity, opt
+from ..options import check_fields, identity, named_args, opt
 
 
 @dataclass
@@ -16,35 +16,36 @@ class TrainConfig:
     loader: str = opt("auto", "ImageFolder data: dali, fallback (Pillow threads) or auto (dali when nvidia.dali imports)",
                       ("auto", "dali", "fallback"), later=True)
     image_size: int = opt(0, "ImageFolder data: side in pixels of the random resized (train) and centre (test) crops; "
-                          "0 = native (square images of one size); must be 0 for canonical datasets", later=True)
+                          "0 = native (square images of one size); must be 0 for canonical datasets", later=True, ge=0)
     skip_bad: bool = opt(False, "ImageFolder data: leave out (and count) unreadable images instead of failing", later=True)
     poison: str = opt("", "ImageFolder data: a poison directory (delta.npy + meta.json, from 'pst-fast poison --data TREE') "
                       "whose int8 δ the loader adds in the pipeline; empty = clean", later=True)
     val_split: int = opt(0, "hold out this many class-balanced training images (the same ones for every run) and evaluate on "
                          "their clean versions instead of the test split: for choosing defaults; 0 = train on all, evaluate on test",
-                         later=True)
+                         later=True, ge=0)
     model: str = opt("fastnet", "model name from the registry ('pst-fast models' lists them)")
-    epochs: int = opt(15, "training epochs")
-    batch_size: int = opt(128, "training batch size")
+    epochs: int = opt(15, "training epochs", ge=1)
+    batch_size: int = opt(128, "training batch size", ge=1)
     optimizer: str = opt("auto", "sgd (nesterov) or adamw; auto = adamw for ViTs, sgd otherwise", ("auto", "sgd", "adamw"))
-    lr: float = opt(0.0, "peak learning rate; 0 = default of the optimizer (sgd 0.1, adamw 1e-3)")
-    momentum: float = opt(0.9, "SGD momentum (nesterov)")
-    weight_decay: float = opt(5e-4, "weight decay (decoupled for adamw; 0.05 is typical there)")
+    lr: float = opt(0.0, "peak learning rate; 0 = default of the optimizer (sgd 0.1, adamw 1e-3)", ge=0)
+    momentum: float = opt(0.9, "SGD momentum", ge=0, lt=1)
+    nesterov: bool = opt(True, "SGD with Nesterov momentum (pst_fast's default; the official UD protocol uses plain momentum)", later=True)
+    weight_decay: float = opt(5e-4, "weight decay (decoupled for adamw; 0.05 is typical there)", ge=0)
     schedule: str = opt("cosine", "learning-rate schedule after warm-up", ("cosine", "onecycle", "constant"))
-    warmup_epochs: float = opt(1.0, "linear warm-up length in epochs (may be fractional)")
-    label_smoothing: float = opt(0.2, "cross-entropy label smoothing")
-    grad_clip: float = opt(0.0, "clip the global gradient norm to this value; 0 = off")
-    crop_pad: int = opt(4, "random-crop padding in pixels (0 = no crop)")
+    warmup_epochs: float = opt(1.0, "linear warm-up length in epochs (may be fractional)", ge=0)
+    label_smoothing: float = opt(0.2, "cross-entropy label smoothing", ge=0, lt=1)
+    grad_clip: float = opt(0.0, "clip the global gradient norm to this value; 0 = off", ge=0)
+    crop_pad: int = opt(4, "random-crop padding in pixels (0 = no crop)", ge=0)
     flip: bool = opt(True, "random horizontal flip")
-    eval_every: int = opt(1, "evaluate on the clean test split every k epochs (the last epoch always)")
-    eval_batch_size: int = opt(1000, "test-time batch size")
-    seed: int = opt(0, "one seed for model init, data order and augmentation")
+    eval_every: int = opt(1, "evaluate on the clean test split every k epochs (the last epoch always)", ge=1)
+    eval_batch_size: int = opt(1000, "test-time batch size", ge=1)
+    seed: int = opt(0, "one seed for model init, data order and augmentation", ge=0)
     device: str = opt("auto", "cpu, cuda, cuda:N, or auto (cuda when available)")
     compile: bool = opt(False, "torch.compile the model (CUDA: reduce-overhead mode, i.e. CUDA graphs)")
     channels_last: str = opt("auto", "channels_last memory format: on, off, or auto (on for CNNs)", ("auto", "on", "off"))
     amp: str = opt("auto", "bf16 autocast: on, off, or auto (on for CUDA only); on a CPU with AVX512-BF16 or AMX, "
                    "on trains ~1.6x faster (docs/benchmarks.md)", ("auto", "on", "off"))
-    max_steps: int = opt(0, "stop after this many optimizer steps (smoke runs); 0 = no limit")
+    max_steps: int = opt(0, "stop after this many optimizer steps (smoke runs); 0 = no limit", ge=0)
     defense: str = opt("standard", "training-time defense ('pst-fast defenses' lists them)")
     defense_args: str = opt("", "the defense's own parameters as key=value pairs separated by commas, e.g. 'trigger=acm1/s1:0.5,thaw_epoch=10'")
     out: str = opt("", "run directory (config, metrics, checkpoint, plot); empty = no files")
@@ -53,32 +54,24 @@ class TrainConfig:
     sal: str = opt("", "measure per-layer SAL after epochs (for UD): fast or exact; a bare --sal means fast ('pst-fast sal --help')",
                    ("", "fast", "exact"), const="fast")
     sal_args: str = opt("", "SAL knobs as key=value pairs, e.g. 'rounds=5,subset=2048,every=1' ('pst-fast sal --help' lists them)")
+    tensorboard: str = opt("", "also write TensorBoard event files of every epoch to this directory (scalars: accuracies, "
+                           "losses, per-layer SAL, PST's detector values; text: stage changes); empty = none")
     keep_checkpoints: bool = opt(False, "also keep every epoch's weights as epochs/NNNN.pt (SAL afterwards: 'pst-fast sal RUN')")
+    protocol: str = opt("", "a named preset of the options above, which explicit options override: official-ud = the UD paper's "
+                        "training (docs/metrics.md)", ("", "official-ud"), later=True)
 
-    # options that do not change what a run computes (a resumed run may change them)
-    VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints")
+    # options that do not change what a run computes (a resumed run may change them); a protocol is its resolved options
+    VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints", "tensorboard", "protocol")
 
     def validate(self) -> "TrainConfig":
-        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise PstFastError(f"--{name.replace('_', '-')}={getattr(self, name)}: expected a positive integer")
-        for name in ("lr", "weight_decay", "label_smoothing", "grad_clip", "warmup_epochs", "momentum"):
-            if getattr(self, name) < 0:
-                raise PstFastError(f"--{name.replace('_', '-')}={getattr(self, name)}: expected a value >= 0")
-        if self.label_smoothing >= 1:
-            raise PstFastError(f"--label-smoothing={self.label_smoothing}: expected a value in [0, 1)")
-        if self.max_steps < 0 or self.crop_pad < 0 or self.image_size < 0 or self.val_split < 0:
-            raise PstFastError("--max-steps, --crop-pad, --image-size and --val-split must be >= 0")
+        """Every option checked by :func:`pst_fast.options.check_fields` (type, choices, finite, range), then the SAL arguments."""
+        check_fields(self)
         if self.sal_args and not self.sal:
             raise PstFastError(f"--sal-args {self.sal_args!r}: given without --sal")
         if self.sal:
             from ..metrics.sal import parse_sal_config
 
             parse_sal_config(self.sal, self.sal_args)
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise PstFastError(f"--{f.name.replace('_', '-')}={getattr(self, f.name)!r}: expected one of {', '.join(choices)}")
         return self
 
     @property
@@ -90,8 +83,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict:
-        """The options that determine the computation (compared when a run directory is reused)."""
-        return identity(self, self.VOLATILE)
+        """The options that determine the computation (compared when a run directory is reused), with the defense's and
+        SAL's parameters whose default changed after records were first named (see :func:`pst_fast.options.named_args`)."""
+        from ..defenses import DEFENSE_PARAMS
+        from ..metrics.sal import SALConfig
+
+        named = {"defense_params": named_args(self.defense_args, DEFENSE_PARAMS[self.defense], "--defense-args")
+                 if self.defense in DEFENSE_PARAMS else {},
+                 "sal_params": named_args(self.sal_args, SALConfig, "--sal-args") if self.sal else {}}
+        return identity(self, self.VOLATILE) | {k: v for k, v in named.items() if v}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

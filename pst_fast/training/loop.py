@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 
 import torch
@@ -76,6 +77,9 @@ def load_splits(cfg: TrainConfig):
     train_ds, test_ds = data.load(cfg.data, "train"), data.load(cfg.data, "test")
     if train_ds.classes != test_ds.classes:
         raise PstFastError(f"--data {cfg.data}: train and test splits list different classes")
+    if train_ds.shape != test_ds.shape:
+        raise PstFastError(f"--data {cfg.data}: train images are {'x'.join(map(str, train_ds.shape))}, test images "
+                           f"{'x'.join(map(str, test_ds.shape))} (H x W x C); both splits need one size")
     if cfg.val_split:
         return carve(train_ds, cfg.val_split)
     return train_ds, test_ds
@@ -129,12 +133,15 @@ def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> tor
 def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; returns the summary (also written to ``cfg.out``/summary.json).
 
-    Keyword ``options`` override fields of ``cfg`` (``train(model="resnet18", epochs=30)``).
+    Keyword ``options`` override fields of ``cfg`` (``train(model="resnet18", epochs=30)``); a ``protocol`` among them
+    fills in its preset where the others do not say (``train(protocol="official-ud", model="fastnet")``).
     """
-    cfg = dataclasses.replace(cfg or TrainConfig(), **options).validate()
+    from .protocols import with_protocol
+
+    cfg = dataclasses.replace(cfg or TrainConfig(), **with_protocol(options)).validate()
     device = resolve_device(cfg.device)
     run = RunDir(cfg.out, cfg)
-    run.open()
+    run.check()
     if run.finished:
         return run.summary()
     from ..defenses import defense_hooks  # defenses build on the trainer's hooks: imported at call time
@@ -157,6 +164,7 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
                    f"{f', {skipped} unreadable images skipped' if skipped else ''}, {loader.image_size} px; loader: {loader.describe()}")
     if len(loader) == 0:
         raise PstFastError(f"--batch-size {cfg.batch_size}: larger than the training set ({len(train_ds)} images)")
+    run.create(train_ds, test_ds)
     start_epoch, ckpt = run.resume_point()
     if ckpt is not None:
         if ckpt["num_classes"] != train_ds.num_classes:
@@ -178,6 +186,10 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         hooks.on_epoch_end.append(SALRecorder(parse_sal_config(cfg.sal, cfg.sal_args), cfg, train_ds, test_ds, run.path, start_epoch, **norm))
     history = run.metrics()
     ev = cfg.eval_split
+    if cfg.tensorboard:  # last, so that it sees the fields the other hooks add to the line
+        from ..tensorboard import TensorBoardLog
+
+        hooks.on_epoch_end.append(TensorBoardLog(cfg.tensorboard, run.path, history))
     train_seconds = sum(l["epoch_seconds"] for l in history)
     t_run = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
@@ -185,8 +197,9 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         loader.set_epoch(epoch)
         model.train()
         loss_sum = torch.zeros((), device=device)
+        ce_sum = torch.zeros((), device=device)  # plain cross-entropy of the training logits (SAL's L₀ without smoothing)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
+        seen = ce_seen = 0
         t0 = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=cfg.quiet, unit="batch")
         for x, y, idx in bar:
@@ -210,6 +223,8 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
             loss_sum += state.loss * len(y)
             if state.logits is not None:
                 correct += (state.logits.argmax(1) == y).sum()
+                ce_sum += F.cross_entropy(state.logits.detach().float(), y, reduction="sum")
+                ce_seen += len(y)
             seen += len(y)
             for h in hooks.on_step:
                 h(state)
@@ -221,9 +236,15 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         train_seconds += epoch_seconds
         line = {"epoch": epoch, "step": state.step, "lr": peak_lr * factor, "train_loss": loss_sum.item() / seen,
                 "train_acc": correct.item() / seen, "epoch_seconds": epoch_seconds, "images_per_second": seen / epoch_seconds}
+        if ce_seen:
+            line["train_ce"] = ce_sum.item() / ce_seen
         last = epoch == cfg.epochs - 1 or (cfg.max_steps and state.step >= cfg.max_steps)
         if (epoch + 1) % cfg.eval_every == 0 or last:
             line[f"{ev}_loss"], line[f"{ev}_acc"] = evaluate(fwd, test_loader, amp)
+        for key in ("train_loss", f"{ev}_loss"):  # a diverged run is an error, never a finished run at chance accuracy
+            if key in line and not math.isfinite(line[key]):
+                raise PstFastError(f"epoch {epoch + 1}: the {key.replace('_', ' ')} is {line[key]} (training diverged; lower --lr, "
+                                   f"set --grad-clip, or check the data's mean/std); the epoch was not recorded")
         state.log = line
         for h in hooks.on_epoch_end:
             h(state)

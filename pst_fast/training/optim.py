@@ -25,10 +25,12 @@ def block_param_groups(model, cfg) -> list[dict]:
 
 
 def make_optimizer(groups: list[dict], cfg) -> torch.optim.Optimizer:
-    """The trainer's optimizer: freeze-aware SGD (nesterov) or AdamW over ``groups`` (numerically torch's own)."""
+    """The trainer's optimizer: freeze-aware SGD (nesterov unless ``cfg.nesterov`` is off) or AdamW over ``groups``
+    (numerically torch's own)."""
     name, lr = resolve_optimizer(cfg)
     if name == "sgd":
-        return FreezeAwareSGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+        return FreezeAwareSGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                              weight_decay=cfg.weight_decay)
     if name == "adamw":
         return FreezeAwareAdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
     raise PstFastError(f"--optimizer {name!r}: expected sgd or adamw")

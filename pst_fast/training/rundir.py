@@ -19,7 +19,7 @@ import torch
 
 from ..data.folder import FolderSplit
 from ..errors import PstFastError
-from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
+from ..io import atomic_torch_save, atomic_write_json, atomic_write_text, check_out
 from .config import TrainConfig
 
 
@@ -48,10 +48,13 @@ class RunDir:
     def finished(self) -> bool:
         return self.path is not None and self.file("summary.json").is_file()
 
-    def open(self) -> None:
-        """Create the directory, or check that an existing one holds this same run."""
+    def check(self) -> None:
+        """Before any work, without writing anything: ``--out`` is (or can become) a directory, and an existing one holds
+        this same run or nothing."""
         if self.path is None:
             return
+        if not self.finished:  # a finished run is only read
+            check_out(self.path, new=False)
         cfg_file = self.file("config.json")
         if cfg_file.is_file():
             try:
@@ -64,22 +67,31 @@ class RunDir:
                 raise PstFastError(f"--out {self.path}: holds a different run (differs in {', '.join(diff)}); choose another --out")
         elif self.path.exists() and any(self.path.iterdir()):
             raise PstFastError(f"--out {self.path}: exists and is not a pst_fast run directory; choose another --out")
-        else:
-            self.path.mkdir(parents=True, exist_ok=True)
-            from .. import __version__
 
-            atomic_write_json(cfg_file, {"train": self.cfg.to_dict(), "pst_fast": __version__, "torch": torch.__version__})
-
-    def check_data(self, train_ds, test_ds) -> None:
-        """Record the classes, image counts and fingerprint of the data (data.json), or check a resumed run's data against them."""
+    def create(self, train_ds, test_ds) -> None:
+        """After every check has passed: the directory with config.json and data.json (the data's classes, image counts and
+        fingerprint), unless a resumed run has them."""
         if self.path is None:
             return
-        new = {"classes": train_ds.classes, "train": len(train_ds), "test": len(test_ds), "fingerprint": train_ds.fingerprint}
-        f = self.file("data.json")
-        if not f.is_file():
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.file("config.json").is_file():
+            from .. import __version__
+
+            atomic_write_json(self.file("config.json"), {"train": self.cfg.to_dict(), "pst_fast": __version__, "torch": torch.__version__})
+        if not self.file("data.json").is_file():
             skipped = {"skipped": {"train": train_ds.skipped, "test": test_ds.skipped}} if isinstance(train_ds, FolderSplit) else {}
-            atomic_write_json(f, new | skipped)
+            atomic_write_json(self.file("data.json"), self._data(train_ds, test_ds) | skipped)
+
+    @staticmethod
+    def _data(train_ds, test_ds) -> dict:
+        return {"classes": train_ds.classes, "train": len(train_ds), "test": len(test_ds), "fingerprint": train_ds.fingerprint}
+
+    def check_data(self, train_ds, test_ds) -> None:
+        """Check a resumed run's data against its data.json (a new run records it in :meth:`create`)."""
+        if self.path is None or not self.file("data.json").is_file():
             return
+        new = self._data(train_ds, test_ds)
+        f = self.file("data.json")
         old = json.loads(f.read_text())
         gone, added = sorted(set(old["classes"]) - set(new["classes"])), sorted(set(new["classes"]) - set(old["classes"]))
         diff = ([f"classes gone: {', '.join(gone)}"] if gone else []) + ([f"new classes: {', '.join(added)}"] if added else [])
