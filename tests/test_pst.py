@@ -18,7 +18,7 @@ from pst_fast.options import parse_kv_args
 from pst_fast.training import Hooks, TrainConfig, TrainState, train
 from pst_fast.training.optim import block_param_groups, make_optimizer
 
-ALWAYS = "threshold=-1,patience=1,check_every=2"  # every pass detects: the schedule's mechanics without a real trap
+ALWAYS = "detector=train-acc,threshold=0,patience=1,check_every=2"  # every pass detects: the schedule's mechanics without a real trap
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +217,9 @@ def test_prefix_gradients_match_full_backward(compiled):
     ("colour=red", "expected key=value with key one of"),
     ("check_every=often", "expected a int"),
     ("views=gray+sepia", "expected '\\+'-separated views among"),
-    ("quorum=4", "quorum in 1..3"),
+    ("quorum=4", "quorum=4: expected 1..3"),
     ("depth=4", "expected 1..3 or 0"),
-    ("slow=1", "slow in \\[0, 1\\)"),
+    ("slow=1", "slow=1.0: expected a finite number >= 0 and < 1"),
     ("rollback=yesterday", "expected one of calm, now, init"),
 ])
 def test_bad_defense_args(args, match, patch_poison, tmp_path):

@@ -52,16 +52,17 @@ class PSTParams:
                         "block about to be held, minus its ACM under the views) or train-acc (training accuracy since the last pass)",
                         DETECTORS)
     threshold: float = opt(0.3, "detector value (accuracy points for shortcut/train-acc, Fisher ratio for acm4gap) that signals "
-                           "shortcut learning")
-    patience: int = opt(2, "consecutive detector passes at or above the threshold that end a stage")
-    check_every: int = opt(20, "optimizer steps between detector passes")
+                           "shortcut learning", ge=0)
+    patience: int = opt(2, "consecutive detector passes at or above the threshold that end a stage", ge=1)
+    check_every: int = opt(20, "optimizer steps between detector passes; after every 10 calm passes in a row (detector below half "
+                           "the threshold) the interval doubles, up to 8x: dense early, where traps close, cheap later", ge=1)
     views: str = opt("gray+jpeg+blur", "'+'-separated views of the probe for the shortcut detector: gray, jpeg, blur")
-    quorum: int = opt(2, "views that must lose the probe's accuracy: the shortcut detector is the quorum-th largest gap")
-    probe_size: int = opt(500, "training images in the fixed, class-balanced detector probe")
+    quorum: int = opt(2, "views that must lose the probe's accuracy: the shortcut detector is the quorum-th largest gap", ge=1)
+    probe_size: int = opt(500, "training images in the fixed, class-balanced detector probe", ge=1)
     depth: int = opt(0, "blocks that may be held back, counted from the input; 0 = all but the last block before the head")
     per_stage: str = opt("one", "blocks held back at a detection: one (the next block: progressive) or all (every block up to depth)",
                          ("one", "all"))
-    slow: float = opt(0.0, "learning-rate multiplier of a held-back block: 0 = frozen, between 0 and 1 = slowed (still trained)")
+    slow: float = opt(0.0, "learning-rate multiplier of a held-back block: 0 = frozen, between 0 and 1 = slowed (still trained)", ge=0, lt=1)
     rollback: str = opt("calm", "state a held-back block restarts from: calm (its state at the last pass below half the threshold), "
                         "now (as it is) or init (its initialization)", ("calm", "now", "init"))
 
@@ -70,7 +71,7 @@ class PSTParams:
 class PSTJpegParams(PSTParams):
     per_stage: str = opt("all", "blocks held back at a detection: one (the next block) or all (every block up to depth)", ("one", "all"))
     depth: int = opt(3, "blocks held back at the detection, counted from the input (fastnet: stem+s1+s2)")
-    quality: int = opt(10, "JPEG quality of every batch while blocks are held (ISS: 10)")
+    quality: int = opt(10, "JPEG quality of every batch while blocks are held (ISS: 10)", ge=1, le=95)
     thaw_epoch: float = opt(5.0, "epoch at which the held blocks train again, at thaw_lr × the scheduled lr (0 = never)")
     thaw_lr: float = opt(1.0, "learning-rate multiplier of thawed blocks")
 
@@ -79,27 +80,22 @@ class StagedTraining:
     """Runs PST inside the trainer through its hooks (``hooks()``); ``held`` lists the held-back blocks, shallow first."""
 
     def __init__(self, cfg, p: PSTParams):
-        for f in dataclasses.fields(p):
-            choices = f.metadata.get("choices")
-            if choices and getattr(p, f.name) not in choices:
-                raise PstFastError(f"--defense-args {f.name}={getattr(p, f.name)!r}: expected one of {', '.join(choices)}")
-        views = tuple(p.views.split("+"))
-        if not set(views) <= set(VIEWS) or not views:
-            raise PstFastError(f"--defense-args views={p.views!r}: expected '+'-separated views among {', '.join(VIEWS)}")
-        if min(p.check_every, p.patience, p.probe_size, p.quorum) < 1 or p.quorum > len(views) or p.depth < 0 or not 0 <= p.slow < 1:
-            raise PstFastError(f"--defense-args check_every={p.check_every} patience={p.patience} probe_size={p.probe_size} quorum={p.quorum} "
-                               f"depth={p.depth} slow={p.slow}: expected check_every, patience, probe_size ≥ 1, quorum in 1..{len(views)} "
-                               "(the number of views), depth ≥ 0, slow in [0, 1)")
-        if isinstance(p, PSTJpegParams) and not 1 <= p.quality <= 95:
-            raise PstFastError(f"--defense-args quality={p.quality}: expected 1..95")
+        views = tuple(p.views.split("+"))  # the fields' own bounds and choices were checked by parse_kv_args
+        if not set(views) <= set(VIEWS) or len(set(views)) != len(views):
+            raise PstFastError(f"--defense-args views={p.views!r}: expected '+'-separated views among {', '.join(VIEWS)}, each once")
+        if p.quorum > len(views):
+            raise PstFastError(f"--defense-args quorum={p.quorum}: expected 1..{len(views)} (the number of views)")
         self.cfg, self.p, self.views = cfg, p, views
         self.jpeg = isinstance(p, PSTJpegParams)
         self.held: list[str] = []
         self.thawed = False
         self.events: list[dict] = []
         self.trace: list[dict] = []
-        self.streak = 0
+        self.streak = 0                   # passes in a row at or above the threshold
+        self.calm_run = 0                 # passes in a row below half the threshold
+        self.next_check = p.check_every   # step of the next detector pass
         self.calm: dict | None = None     # {"step", "blocks": {name: state_dict}} at the last calm pass
+        self.points: dict[str, tuple] = {}  # step -> (counters, calm snapshot) at the last two epoch ends, for resume
         self.initial: dict | None = None  # the candidate blocks at step 0 (rollback=init)
         self.compiled: dict[tuple, object] = {}
         self.correct = self.seen = 0
@@ -139,14 +135,13 @@ class StagedTraining:
         for e in self.events:
             self.held += e.get("hold", [])
             self.thawed = self.thawed or e["stage"] == "thaw"
-        self.streak = s["streak"].get(str(state.step), 0)
-        self.correct, self.seen = s["counters"].get(str(state.step), (0, 0))
-        snaps = self._file("pst_snapshots.pt")
-        if snaps.is_file():
-            saved = torch.load(snaps, weights_only=True)
-            self.initial = saved.get("initial", self.initial)
-            calm = saved.get(str(state.step))
-            self.calm = calm if calm is not None else self.calm
+        key = str(state.step)
+        counters = s["resume"][key]
+        self.streak, self.calm_run, self.next_check = counters["streak"], counters["calm_run"], counters["next_check"]
+        self.correct, self.seen = counters["correct"], counters["seen"]
+        snapshots = torch.load(self._file("pst_snapshots.pt"), weights_only=True)
+        self.initial, self.calm = snapshots["initial"], snapshots[key]
+        self.points = {key: (counters, self.calm)}
 
     def _file(self, name: str) -> Path | None:
         return Path(self.cfg.out) / name if self.cfg.out else None
@@ -211,15 +206,14 @@ class StagedTraining:
         return scores[self.p.detector]
 
     def on_step(self, state: TrainState) -> None:
-        if state.step % self.p.check_every or self.probe is None:
+        if self.probe is None:
             return
-        done = len(self.held) == len(self.candidates)
-        if done and (self.thawed or not self.jpeg or not self.p.thaw_epoch):
-            return  # nothing left to decide: no more probe passes
         epoch = state.step / self.steps_per_epoch
-        if done:  # pst-jpeg, waiting for the thaw
-            if epoch >= self.p.thaw_epoch:
+        if len(self.held) == len(self.candidates):  # every candidate held: no more probe passes
+            if self.jpeg and not self.thawed and self.p.thaw_epoch and epoch >= self.p.thaw_epoch:
                 self._thaw(state, epoch)
+            return
+        if state.step < self.next_check:
             return
         model = state.model
         scores = self.probe.scores(model)
@@ -232,8 +226,11 @@ class StagedTraining:
         self.trace.append({"step": state.step, "epoch": round(epoch, 4), "stage": self.stage, "value": value, **scores})
         if value is None:
             return
-        if value < self.p.threshold / 2:
+        calm = value < self.p.threshold / 2
+        if calm:
             self.calm = {"step": state.step, "blocks": self._copy(model)}
+        self.calm_run = self.calm_run + 1 if calm else 0
+        self.next_check = state.step + self.p.check_every * 2 ** min(3, self.calm_run // 10)
         self.streak = self.streak + 1 if value >= self.p.threshold else 0
         if self.streak >= self.p.patience:
             self._hold(state, epoch, value)
@@ -285,11 +282,15 @@ class StagedTraining:
         path = self._file("pst.json")
         if path is None:
             return
-        key = str(state.step)  # what a run resumed from this epoch's checkpoint continues with
-        atomic_torch_save({"initial": self.initial, key: self.calm}, self._file("pst_snapshots.pt"))
+        # what a run resumed from this epoch's checkpoint continues with; the previous epoch's too, since the trainer
+        # writes its checkpoint after the hooks (a kill in between resumes from the previous one)
+        self.points = dict(list(self.points.items())[-1:]) | {str(state.step): (
+            {"streak": self.streak, "calm_run": self.calm_run, "next_check": self.next_check, "correct": int(self.correct), "seen": int(self.seen)},
+            self.calm)}
+        atomic_torch_save({"initial": self.initial} | {k: calm for k, (_, calm) in self.points.items()}, self._file("pst_snapshots.pt"))
         atomic_write_json(path, {"method": "pst-jpeg (pst_fast's own recipe)" if self.jpeg else "pst (pst_fast's reconstruction of Dang et al.)",
                                  "params": dataclasses.asdict(self.p), "held": self.held, "stage": self.stage, "events": self.events,
-                                 "trace": self.trace, "streak": {key: self.streak}, "counters": {key: [int(self.correct), int(self.seen)]}})
+                                 "trace": self.trace, "resume": {k: counters for k, (counters, _) in self.points.items()}})
         if self.trace:  # a run shorter than check_every steps has no detector pass to draw
             plot_trace(self.trace, self.events, self._file("pst.png"), title=f"{self.cfg.defense} on {self.cfg.data} ({self.cfg.model})",
                        threshold=self.p.threshold)
