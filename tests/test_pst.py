@@ -243,3 +243,12 @@ def test_defenses_cli_lists_the_variants(capsys):
 def test_args_for_a_defense_without_parameters(patch_poison, tmp_path):
     with pytest.raises(PstFastError, match="takes no arguments"):
         run(patch_poison, tmp_path, "bad", defense="standard", defense_args="x=1", max_steps=1)
+
+
+def test_dry_run_records_what_would_be_held_and_trains_as_standard(patch_poison, tmp_path):
+    a = run(patch_poison, tmp_path, "std")
+    b = run(patch_poison, tmp_path, "dry", defense="pst", defense_args=ALWAYS + ",dry_run=true")
+    assert a["final_test_acc"] == b["final_test_acc"]
+    ev = events(tmp_path, "dry")
+    assert [e["actions"] for e in ev[:4]] == [["would hold stem"], ["would hold s1"], ["would hold s2"], ["would hold nothing more"]]
+    assert all(e["stage"] == "dry-run" and e["hold"] == [] for e in ev)

@@ -65,6 +65,7 @@ class PSTParams:
     slow: float = opt(0.0, "learning-rate multiplier of a held-back block: 0 = frozen, between 0 and 1 = slowed (still trained)", ge=0, lt=1)
     rollback: str = opt("calm", "state a held-back block restarts from: calm (its state at the last pass below half the threshold), "
                         "now (as it is) or init (its initialization)", ("calm", "now", "init"))
+    dry_run: bool = opt(False, "measure and record every detector pass and what would be held, but hold nothing (detector studies)")
 
 
 @dataclass
@@ -201,15 +202,15 @@ class StagedTraining:
     def _value(self, scores: dict) -> float | None:
         """The detector's value now; None when there is no block left for acm4gap to watch."""
         if self.p.detector == "acm4gap":
-            nxt = next((b for b in self.candidates if b not in self.held), None)
-            return None if nxt is None else scores[f"acm4gap/{nxt}"]
+            nxt = self._pending()
+            return scores[f"acm4gap/{nxt[0]}"] if nxt else None
         return scores[self.p.detector]
 
     def on_step(self, state: TrainState) -> None:
         if self.probe is None:
             return
         epoch = state.step / self.steps_per_epoch
-        if len(self.held) == len(self.candidates):  # every candidate held: no more probe passes
+        if len(self.held) == len(self.candidates) and not self.p.dry_run:  # every candidate held: no more probe passes
             if self.jpeg and not self.thawed and self.p.thaw_epoch and epoch >= self.p.thaw_epoch:
                 self._thaw(state, epoch)
             return
@@ -235,10 +236,20 @@ class StagedTraining:
         if self.streak >= self.p.patience:
             self._hold(state, epoch, value)
 
+    def _pending(self) -> list[str]:
+        """The blocks the next detection holds (in a dry run: those it would hold after the detections so far)."""
+        done = self.held if not self.p.dry_run else self.candidates[: sum(len(e["would_hold"]) for e in self.events)]
+        rest = [b for b in self.candidates if b not in done]
+        return rest[:1] if self.p.per_stage == "one" else rest
+
     def _hold(self, state: TrainState, epoch: float, value: float) -> None:
         model, opt = state.model, state.optimizer
-        rest = [b for b in self.candidates if b not in self.held]
-        new = rest[:1] if self.p.per_stage == "one" else rest
+        new = self._pending()
+        self.streak = 0
+        if self.p.dry_run:
+            self.events.append({"epoch": round(epoch, 4), "step": state.step, "stage": "dry-run", "detector": self.p.detector,
+                                "value": value, "hold": [], "would_hold": new, "actions": [f"would hold {'+'.join(new) or 'nothing more'}"]})
+            return
         source = {"calm": self.calm, "init": self.initial}.get(self.p.rollback)
         actions = []
         if source is not None:
@@ -258,7 +269,6 @@ class StagedTraining:
         actions.append(f"{'freeze' if self.p.slow == 0 else f'lr ×{self.p.slow:g}'} {'+'.join(new)}")
         if self.jpeg:
             actions.append(f"JPEG-{self.p.quality} every batch")
-        self.streak = 0
         self.events.append({"epoch": round(epoch, 4), "step": state.step, "stage": self.stage, "detector": self.p.detector,
                             "value": value, "hold": new, "actions": actions})
 
@@ -289,7 +299,8 @@ class StagedTraining:
             self.calm)}
         atomic_torch_save({"initial": self.initial} | {k: calm for k, (_, calm) in self.points.items()}, self._file("pst_snapshots.pt"))
         atomic_write_json(path, {"method": "pst-jpeg (pst_fast's own recipe)" if self.jpeg else "pst (pst_fast's reconstruction of Dang et al.)",
-                                 "params": dataclasses.asdict(self.p), "held": self.held, "stage": self.stage, "events": self.events,
+                                 "params": dataclasses.asdict(self.p), "train_images": len(state.train), "steps_per_epoch": self.steps_per_epoch,
+                                 "held": self.held, "stage": self.stage, "events": self.events,
                                  "trace": self.trace, "resume": {k: counters for k, (counters, _) in self.points.items()}})
         if self.trace:  # a run shorter than check_every steps has no detector pass to draw
             plot_trace(self.trace, self.events, self._file("pst.png"), title=f"{self.cfg.defense} on {self.cfg.data} ({self.cfg.model})",
