@@ -10,7 +10,7 @@ from torch import nn
 
 from pst_fast.data.format import write_dataset
 from pst_fast.defenses.probe import Probe, fisher_ratio
-from pst_fast.defenses.pst import PSTParams, StagedTraining
+from pst_fast.defenses.pst import PSTJpegParams, PSTParams, StagedTraining
 from pst_fast.errors import PstFastError
 from pst_fast.models import create_model
 from pst_fast.models.blocks import BlockModel
@@ -77,7 +77,7 @@ def test_holds_progress_block_by_block_and_roll_back(patch_poison, tmp_path):
     run(patch_poison, tmp_path, "one", defense="pst", defense_args=ALWAYS, epochs=1)
     ev = events(tmp_path, "one")
     assert [(e["step"], e["hold"], e["stage"]) for e in ev] == [(2, ["stem"], "hold-1"), (4, ["s1"], "hold-2"), (6, ["s2"], "hold-3")]
-    assert ev[0]["actions"] == ["rollback stem to step 0 (epoch 0.00)", "freeze stem"]  # no pass was calm: back to initialization
+    assert ev[0]["actions"] == ["rollback stem to step 0 (epoch 0.00)", "freeze stem"]  # the default: back to initialization
     torch.manual_seed(0)
     fresh = create_model("fastnet-small", num_classes=4).state_dict()
     w = weights(tmp_path, "one")
@@ -107,7 +107,7 @@ def test_rollback_to_the_last_calm_pass():
     cfg = TrainConfig(data="unused", model="fastnet-small", defense="pst")
     model = create_model("fastnet-small")
     opt = make_optimizer(block_param_groups(model, cfg), cfg)
-    st = StagedTraining(cfg, parse_kv_args("threshold=0.4,patience=2,check_every=1", PSTParams))
+    st = StagedTraining(cfg, parse_kv_args("threshold=0.4,patience=2,check_every=1,rollback=calm", PSTParams))
     st.candidates, st.probe = ["stem", "s1", "s2"], ScriptedProbe([0.1, 0.1, 0.3, 0.5, 0.6, 0.1, 0.5, 0.5])
     state = TrainState(model=model, optimizer=opt, cfg=cfg)
     at, after = {}, {}
@@ -220,7 +220,7 @@ def test_prefix_gradients_match_full_backward(compiled):
     ("quorum=4", "quorum=4: expected 1..3"),
     ("depth=4", "expected 1..3 or 0"),
     ("slow=1", "slow=1.0: expected a finite number >= 0 and < 1"),
-    ("rollback=yesterday", "expected one of calm, now, init"),
+    ("rollback=yesterday", "expected one of init, calm, now"),
 ])
 def test_bad_defense_args(args, match, patch_poison, tmp_path):
     with pytest.raises(PstFastError, match=match):
@@ -230,6 +230,8 @@ def test_bad_defense_args(args, match, patch_poison, tmp_path):
 def test_parse_args_types():
     p = parse_kv_args("threshold=0.25, per_stage=all,views=gray+jpeg", PSTParams)
     assert p.threshold == 0.25 and p.per_stage == "all" and p.views == "gray+jpeg"
+    pst, hybrid = PSTParams(), PSTJpegParams()  # the defaults chosen on the validation split (docs/pst.md)
+    assert (pst.per_stage, pst.rollback, pst.slow) == ("one", "init", 0.0) and (hybrid.per_stage, hybrid.rollback, hybrid.depth) == ("all", "calm", 3)
 
 
 def test_defenses_cli_lists_the_variants(capsys):

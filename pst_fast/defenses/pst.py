@@ -50,7 +50,7 @@ DETECTORS = ("shortcut", "acm4gap", "train-acc")
 class PSTParams:
     detector: str = opt("shortcut", "what ends a stage: shortcut (probe accuracy lost under a quorum of views), acm4gap (the ACM of the "
                         "block about to be held, minus its ACM under the views) or train-acc (training accuracy since the last pass)",
-                        DETECTORS)
+                        DETECTORS, later=True, earlier="")  # the earlier PST had no detector field: its records keep their names, new ones differ
     threshold: float = opt(0.3, "detector value (accuracy points for shortcut/train-acc, Fisher ratio for acm4gap) that signals "
                            "shortcut learning", ge=0)
     patience: int = opt(2, "consecutive detector passes at or above the threshold that end a stage", ge=1)
@@ -63,8 +63,8 @@ class PSTParams:
     per_stage: str = opt("one", "blocks held back at a detection: one (the next block: progressive) or all (every block up to depth)",
                          ("one", "all"))
     slow: float = opt(0.0, "learning-rate multiplier of a held-back block: 0 = frozen, between 0 and 1 = slowed (still trained)", ge=0, lt=1)
-    rollback: str = opt("calm", "state a held-back block restarts from: calm (its state at the last pass below half the threshold), "
-                        "now (as it is) or init (its initialization)", ("calm", "now", "init"))
+    rollback: str = opt("init", "state a held-back block restarts from: init (its initialization: what it learned was the shortcut), "
+                        "calm (its state at the last pass below half the threshold) or now (as it is)", ("init", "calm", "now"))
     dry_run: bool = opt(False, "measure and record every detector pass and what would be held, but hold nothing (detector studies)")
 
 
@@ -75,6 +75,8 @@ class PSTJpegParams(PSTParams):
     quality: int = opt(10, "JPEG quality of every batch while blocks are held (ISS: 10)", ge=1, le=95)
     thaw_epoch: float = opt(5.0, "epoch at which the held blocks train again, at thaw_lr × the scheduled lr (0 = never)")
     thaw_lr: float = opt(1.0, "learning-rate multiplier of thawed blocks")
+    rollback: str = opt("calm", "state the held blocks restart from: calm (their state at the last pass below half the threshold), "
+                        "init or now", ("init", "calm", "now"))
 
 
 class StagedTraining:
