@@ -9,7 +9,7 @@ from typing import Callable
 from ..errors import PstFastError
 from ..training.hooks import Hooks
 from .baselines import BASELINES
-from .pst import PSTParams, pst_hooks
+from .pst import PSTJpegParams, PSTParams, pst_hooks, pst_jpeg_hooks
 
 
 def standard(cfg) -> Hooks:
@@ -17,8 +17,8 @@ def standard(cfg) -> Hooks:
     return Hooks()
 
 
-DEFENSES: dict[str, Callable] = {"standard": standard, "pst": pst_hooks} | {k: build for k, (build, _) in BASELINES.items()}
-DEFENSE_PARAMS: dict[str, type] = {"pst": PSTParams} | {k: params for k, (_, params) in BASELINES.items() if params}
+DEFENSES: dict[str, Callable] = {"standard": standard, "pst": pst_hooks, "pst-jpeg": pst_jpeg_hooks} | {k: build for k, (build, _) in BASELINES.items()}
+DEFENSE_PARAMS: dict[str, type] = {"pst": PSTParams, "pst-jpeg": PSTJpegParams} | {k: params for k, (_, params) in BASELINES.items() if params}
 
 
 def defense_hooks(name: str, cfg) -> Hooks:

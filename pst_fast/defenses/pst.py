@@ -1,42 +1,39 @@
-"""Progressive Staged Training (Dang et al., arXiv 2306.02064): hold back the shallow blocks when the trap closes.
+"""Progressive Staged Training: hold back the shallow blocks, one stage at a time, when the model learns a shortcut.
 
-On unlearnable examples the shallow blocks learn the perturbation shortcut first and pass it on, trapping
-the model. PST trains in **stages**; a stage says which blocks are frozen, each block's learning-rate
-multiplier, the loss, and how it ends (a detector trigger or an epoch). The default schedule:
+**What is known from the paper** (Dang et al., arXiv 2306.02064; only the abstracts are public, the official
+repository holds a README): on unlearnable examples the model learns image and perturbation features early and
+is then trapped; the shallow layers learn the perturbation and pass it on; the v2 measures the trap with an
+activation-cluster measurement (ACM) and slows the shallow layers layer-wise when it signals perturbation
+learning. **What pst_fast reconstructs** (the algorithm, thresholds and defaults are its own, chosen on a
+validation split, see docs/pst.md):
 
-1. ``learn``: every block trains; every ``check_every`` steps the detectors run (training accuracy since
-   the last check, probe accuracy, and the activation-cluster measurement of every block on a fixed probe
-   subset, see :mod:`.probe`) and the held-back blocks are snapshotted. It ends when the ``trigger``
-   detector crosses its threshold within the first ``window`` epochs.
-2. ``hold``: the held-back (``shallow``) blocks are rolled back to their snapshot at ``rollback`` × the
-   trigger's epoch (the trap starts closing well before the detector sees it) and frozen (BatchNorm
-   statistics too); optionally the deeper blocks or the head are re-initialized; the stage loss and
-   augmentation apply. Ends at ``thaw_epoch`` (or never).
-3. ``thaw`` (if ``thaw_epoch`` > 0): the held-back blocks train again at ``thaw_lr`` × the scheduled lr,
-   still under the stage transform.
+- every ``check_every`` optimizer steps a :class:`~.probe.Probe` of training images measures the detector (default
+  ``shortcut``: the accuracy the probe loses under at least two of the views gray, JPEG and blur — a quantity in
+  accuracy points that does not grow with the dataset; ``acm4gap`` and ``train-acc`` are the alternatives);
+- a stage ends when the detector is at or above ``threshold`` for ``patience`` passes in a row; the next block
+  from the input (``per_stage=one``; or every block up to ``depth`` at once, ``per_stage=all``) is then held back:
+  restored to its state at the last *calm* pass (detector below half the threshold: before the trap closed) and
+  frozen (``slow=0``: no gradients, no optimizer state, no backward through a frozen prefix, BatchNorm statistics
+  fixed) or slowed (its learning rate × ``slow``); training goes on, and the next stage may hold the next block;
+- ``depth`` blocks at most (default: all but the last block before the head). With no detection (clean data) the
+  run is standard training plus the probe passes.
 
-Defaults (chosen by ``benchmarks/pst_study.py``, see docs/pst.md): trigger at 60% training accuracy within
-2 epochs, roll the first three blocks back to a quarter of the trigger's epoch, hold them while every batch
-is JPEG-compressed (quality 10), thaw them at epoch 5 at the full learning rate.
-
-If the trigger never fires (clean data) the run is exactly standard training plus the detector passes.
-Freezing uses the freeze-aware optimizer (no gradients, no state, no weight decay for frozen blocks) and
-the frozen prefix runs under no_grad, so backward starts at the first trainable block. With ``--compile``
-each frozen set gets its own compiled graph (requires_grad is never flipped under a live graph).
-Every transition (epoch, step, detector value, actions) goes to metrics.jsonl, ``pst.json`` and ``pst.png``.
+**pst_fast's own addition** (``pst-jpeg``, not from the paper): the first detection holds the ``depth`` shallow
+blocks at once, every batch is then JPEG-compressed (quality 10, the ISS transform), and the held blocks thaw at
+``thaw_epoch``. Every transition (step, epoch, detector value, actions) goes to metrics.jsonl, ``pst.json`` (the
+schedule as data and the detector trace) and ``pst.png``.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .. import data
 from ..errors import PstFastError
 from ..io import atomic_torch_save, atomic_write_json
 from ..options import opt, parse_kv_args
@@ -44,129 +41,132 @@ from ..training.hooks import Hooks, TrainState
 from ..training.plot import plot_trace
 from . import transforms
 from .baselines import augment_normalized
-from .probe import Probe
+from .probe import VIEWS, Probe
 
-
-HOLD_AUGMENTS = {"none": None, "jpeg": lambda x, g: transforms.jpeg_batch(x, 10), "ueraser": transforms.ueraser}
+DETECTORS = ("shortcut", "acm4gap", "train-acc")
 
 
 @dataclass
 class PSTParams:
-    shallow: str = opt("auto", "blocks held back when the trap is detected, '+'-separated; auto = the first 3 blocks (fastnet: stem+s1+s2)")
-    trigger: str = opt("train-acc:0.6", "DETECTOR:THRESHOLD ending stage 1; detectors: train-acc, probe-acc, acm1/BLOCK, acm4/BLOCK")
-    window: float = opt(2.0, "epochs from the start in which the trigger may fire (a later rise is ordinary learning)")
-    check_every: int = opt(20, "optimizer steps between detector passes and snapshots")
-    rollback: float = opt(0.25, "restore the held-back blocks to their snapshot at this fraction of the trigger's epoch (0 = initialization, 1 = as they are)")
-    reinit: str = opt("none", "re-initialize after the trigger: none, head, or deep (every block after the held-back ones)")
-    thaw_epoch: float = opt(5.0, "epoch at which the held-back blocks train again (0 = never)")
-    thaw_lr: float = opt(1.0, "learning-rate multiplier of thawed blocks")
-    loss: str = opt("ce", "loss after the trigger: ce (the run's label smoothing) or ce-plain (none)")
-    augment: str = opt("jpeg", "batch transform after the trigger: none, jpeg (batched JPEG, quality 10) or ueraser (plasma, channel shuffle, TrivialAugment)")
-    probe_size: int = opt(500, "training images in the fixed detector probe (class-balanced)")
+    detector: str = opt("shortcut", "what ends a stage: shortcut (probe accuracy lost under a quorum of views), acm4gap (the ACM of the "
+                        "block about to be held, minus its ACM under the views) or train-acc (training accuracy since the last pass)",
+                        DETECTORS, later=True, earlier="")  # the earlier PST had no detector field: its records keep their names, new ones differ
+    threshold: float = opt(0.3, "detector value (accuracy points for shortcut/train-acc, Fisher ratio for acm4gap) that signals "
+                           "shortcut learning", ge=0)
+    patience: int = opt(2, "consecutive detector passes at or above the threshold that end a stage", ge=1)
+    check_every: int = opt(20, "optimizer steps between detector passes; after every 10 calm passes in a row (detector below half "
+                           "the threshold) the interval doubles, up to 8x: dense early, where traps close, cheap later", ge=1)
+    views: str = opt("gray+jpeg+blur", "'+'-separated views of the probe for the shortcut detector: gray, jpeg, blur")
+    quorum: int = opt(2, "views that must lose the probe's accuracy: the shortcut detector is the quorum-th largest gap", ge=1)
+    probe_size: int = opt(500, "training images in the fixed, class-balanced detector probe", ge=1)
+    depth: int = opt(0, "blocks that may be held back, counted from the input; 0 = all but the last block before the head")
+    per_stage: str = opt("one", "blocks held back at a detection: one (the next block: progressive) or all (every block up to depth)",
+                         ("one", "all"))
+    slow: float = opt(0.0, "learning-rate multiplier of a held-back block: 0 = frozen, between 0 and 1 = slowed (still trained)", ge=0, lt=1)
+    rollback: str = opt("init", "state a held-back block restarts from: init (its initialization: what it learned was the shortcut), "
+                        "calm (its state at the last pass below half the threshold) or now (as it is)", ("init", "calm", "now"))
+    dry_run: bool = opt(False, "measure and record every detector pass and what would be held, but hold nothing (detector studies)")
 
 
 @dataclass
-class Stage:
-    """Frozen blocks, per-block lr multipliers, loss and batch augmentation, how the stage ends ('trigger', 'epoch:E', 'end'), entry actions."""
-
-    name: str
-    frozen: tuple[str, ...] = ()
-    lr_scale: dict[str, float] = field(default_factory=dict)
-    loss: str = "ce"
-    augment: str = "none"
-    until: str = "end"
-    enter: tuple[str, ...] = ()
-
-
-def schedule(p: PSTParams, blocks: list[str]) -> list[Stage]:
-    """The default three-stage schedule for a model with ``blocks`` (shallow to deep)."""
-    shallow = tuple(blocks[:3]) if p.shallow == "auto" else tuple(p.shallow.split("+"))
-    unknown = [b for b in shallow if b not in blocks]
-    if unknown or not shallow or blocks[-1] in shallow:
-        raise PstFastError(f"--defense-args shallow={p.shallow!r}: expected '+'-separated blocks among {', '.join(blocks[:-1])}")
-    enter = (("rollback",) if p.rollback < 1 else ()) + (() if p.reinit == "none" else (f"reinit-{p.reinit}",))
-    stages = [Stage("learn", until="trigger"),
-              Stage("hold", frozen=shallow, loss=p.loss, augment=p.augment, enter=enter, until=f"epoch:{p.thaw_epoch}" if p.thaw_epoch > 0 else "end")]
-    if p.thaw_epoch > 0:
-        stages.append(Stage("thaw", lr_scale={b: p.thaw_lr for b in shallow}, loss=p.loss, augment=p.augment))
-    return stages
+class PSTJpegParams(PSTParams):
+    per_stage: str = opt("all", "blocks held back at a detection: one (the next block) or all (every block up to depth)", ("one", "all"))
+    depth: int = opt(3, "blocks held back at the detection, counted from the input (fastnet: stem+s1+s2)")
+    quality: int = opt(10, "JPEG quality of every batch while blocks are held (ISS: 10)", ge=1, le=95)
+    thaw_epoch: float = opt(5.0, "epoch at which the held blocks train again, at thaw_lr × the scheduled lr (0 = never)")
+    thaw_lr: float = opt(1.0, "learning-rate multiplier of thawed blocks")
+    rollback: str = opt("calm", "state the held blocks restart from: calm (their state at the last pass below half the threshold), "
+                        "init or now", ("init", "calm", "now"))
 
 
 class StagedTraining:
-    """Runs a stage schedule inside the trainer through its hooks (``hooks()``)."""
+    """Runs PST inside the trainer through its hooks (``hooks()``); ``held`` lists the held-back blocks, shallow first."""
 
     def __init__(self, cfg, p: PSTParams):
-        if data.is_image_folder(cfg.data):
-            raise PstFastError(f"--defense pst: its probe reads the canonical format, not an ImageFolder tree (pst-fast data import {cfg.data} --out DIR)")
-        if p.reinit not in ("none", "head", "deep") or p.loss not in ("ce", "ce-plain") or p.augment not in HOLD_AUGMENTS:
-            raise PstFastError(f"--defense-args reinit={p.reinit!r} loss={p.loss!r} augment={p.augment!r}: expected reinit none|head|deep, loss ce|ce-plain, augment {'|'.join(HOLD_AUGMENTS)}")
-        if p.check_every < 1 or not 0 <= p.rollback <= 1 or p.probe_size < 1:
-            raise PstFastError(f"--defense-args check_every={p.check_every} rollback={p.rollback} probe_size={p.probe_size}: expected check_every ≥ 1, rollback in [0, 1], probe_size ≥ 1")
-        self.cfg, self.p = cfg, p
-        self.detector, _, threshold = p.trigger.rpartition(":")
-        try:
-            self.threshold = float(threshold)
-        except ValueError:
-            raise PstFastError(f"--defense-args trigger={p.trigger!r}: expected DETECTOR:THRESHOLD, e.g. train-acc:0.6") from None
-        self.stages: list[Stage] | None = None
-        self.index = 0
+        views = tuple(p.views.split("+"))  # the fields' own bounds and choices were checked by parse_kv_args
+        if not set(views) <= set(VIEWS) or len(set(views)) != len(views):
+            raise PstFastError(f"--defense-args views={p.views!r}: expected '+'-separated views among {', '.join(VIEWS)}, each once")
+        if p.quorum > len(views):
+            raise PstFastError(f"--defense-args quorum={p.quorum}: expected 1..{len(views)} (the number of views)")
+        self.cfg, self.p, self.views = cfg, p, views
+        self.jpeg = isinstance(p, PSTJpegParams)
+        self.held: list[str] = []
+        self.thawed = False
         self.events: list[dict] = []
         self.trace: list[dict] = []
-        self.snapshots: list[tuple[float, dict]] = []  # (epoch, held-back blocks' state) while the trigger may fire
+        self.streak = 0                   # passes in a row at or above the threshold
+        self.calm_run = 0                 # passes in a row below half the threshold
+        self.next_check = p.check_every   # step of the next detector pass
+        self.calm: dict | None = None     # {"step", "blocks": {name: state_dict}} at the last calm pass
+        self.points: dict[str, tuple] = {}  # step -> (counters, calm snapshot) at the last two epoch ends, for resume
+        self.initial: dict | None = None  # the candidate blocks at step 0 (rollback=init)
         self.compiled: dict[tuple, object] = {}
         self.correct = self.seen = 0
         self.probe: Probe | None = None
+        self.candidates: list[str] = []
         self.steps_per_epoch = 1
         self.reported = 0
-        self.counters: dict[str, list[int]] = {}
 
-    # ----------------------------------------------------------------- setup
+    # ----------------------------------------------------------------- setup and resume
     def _setup(self, state: TrainState, x: torch.Tensor) -> None:
-        model, cfg = state.model, self.cfg
-        names = list(model.blocks.keys())
-        self.stages = schedule(self.p, names)
-        if self.detector not in ("train-acc", "probe-acc") and self.detector.split("/", 1)[-1] not in names:
-            raise PstFastError(f"--defense-args trigger={self.p.trigger!r}: unknown detector (train-acc, probe-acc, acm1/BLOCK, acm4/BLOCK)")
-        train = data.load(cfg.data, "train", verify=False)
-        self.steps_per_epoch = max(1, len(train) // cfg.batch_size)
+        names = list(state.model.blocks.keys())
+        depth = self.p.depth or len(names) - 2
+        if not 1 <= depth <= len(names) - 2:
+            raise PstFastError(f"--defense-args depth={self.p.depth}: model {self.cfg.model} has {len(names) - 2} blocks before its last "
+                               f"block and head ({', '.join(names)}); expected 1..{len(names) - 2} or 0 (all of them)")
+        self.candidates = names[:depth]
+        train = state.train
+        if train is None or not hasattr(train, "images"):
+            raise PstFastError(f"--defense {self.cfg.defense}: its probe reads the canonical format, not an ImageFolder tree "
+                               f"(pst-fast data import {self.cfg.data} --out DIR)")
+        self.steps_per_epoch = max(1, len(train) // self.cfg.batch_size)
         channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        self.probe = Probe(train, self.p.probe_size, cfg.seed, state.mean.flatten().tolist(), state.std.flatten().tolist(), x.device, channels_last)
-        if state.step == 0:
-            self._snapshot(model, 0.0)
+        self.probe = Probe(train, self.p.probe_size, self.cfg.seed, state.mean.flatten().tolist(), state.std.flatten().tolist(), x.device,
+                           channels_last, self.views if self.p.detector in ("shortcut", "acm4gap") else (), self.p.quorum)
+        self.initial = {"step": 0, "blocks": self._copy(state.model)}
         saved = self._file("pst.json")
         if state.step > 0 and saved is not None and saved.is_file():
             self._resume(state, json.loads(saved.read_text()))
+        elif state.step == 0:
+            self.calm = self.initial
 
     def _resume(self, state: TrainState, s: dict) -> None:
         """Continue from the checkpoint's step: what the state file holds beyond it (written just before a kill) is dropped."""
         self.events = [e for e in s["events"] if e["step"] <= state.step]
         self.trace = [t for t in s["trace"] if t["step"] <= state.step]
-        self.index = len(self.events)
         self.reported = len(self.events)
-        self.counters = s.get("counters", {})
-        self.correct, self.seen = self.counters.get(str(state.step), (0, 0))
-        snaps = self._file("pst_snapshots.pt")
-        if snaps.is_file():
-            epoch = state.step / self.steps_per_epoch
-            self.snapshots = [(e, sd) for e, sd in torch.load(snaps, weights_only=True) if e <= epoch + 1e-9]
+        for e in self.events:
+            self.held += e.get("hold", [])
+            self.thawed = self.thawed or e["stage"] == "thaw"
+        key = str(state.step)
+        counters = s["resume"][key]
+        self.streak, self.calm_run, self.next_check = counters["streak"], counters["calm_run"], counters["next_check"]
+        self.correct, self.seen = counters["correct"], counters["seen"]
+        snapshots = torch.load(self._file("pst_snapshots.pt"), weights_only=True)
+        self.initial, self.calm = snapshots["initial"], snapshots[key]
+        self.points = {key: (counters, self.calm)}
 
     def _file(self, name: str) -> Path | None:
         return Path(self.cfg.out) / name if self.cfg.out else None
 
-    @property
-    def stage(self) -> Stage:
-        return self.stages[self.index]
+    def _copy(self, model) -> dict:
+        return {b: copy.deepcopy(model.blocks[b].state_dict()) for b in self.candidates}
 
-    def _snapshot(self, model, epoch: float) -> None:
-        held = self.stages[1].frozen
-        self.snapshots.append((epoch, {b: copy.deepcopy(model.blocks[b].state_dict()) for b in held}))
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        """Blocks that take no gradient now: held back with slow=0 and not thawed."""
+        return () if self.thawed or self.p.slow > 0 else tuple(self.held)
+
+    @property
+    def stage(self) -> str:
+        return "thaw" if self.thawed else f"hold-{len(self.held)}" if self.held else "learn"
 
     # ----------------------------------------------------------------- forward
     def _prefix(self, model) -> int:
-        """Number of leading blocks frozen in the current stage."""
+        """Number of leading blocks frozen now."""
         k = 0
         for name in model.blocks.keys():
-            if name not in self.stage.frozen:
+            if name not in self.frozen:
                 break
             k += 1
         return k
@@ -174,21 +174,20 @@ class StagedTraining:
     def _suffix(self, model, k: int):
         if not self.cfg.compile:
             return lambda h: model.forward_from(h, k)
-        key = (k, self.stage.frozen)
-        if key not in self.compiled:  # one graph per frozen set; flags never change under a compiled graph
-            self.compiled[key] = torch.compile(lambda h: model.forward_from(h, k))
-        return self.compiled[key]
+        if k not in self.compiled:  # one graph per frozen prefix; flags never change under a compiled graph
+            self.compiled[k] = torch.compile(lambda h: model.forward_from(h, k))
+        return self.compiled[k]
 
     def loss(self, fwd, x, y, state: TrainState) -> torch.Tensor:
-        if self.stages is None:
+        if self.probe is None:
             self._setup(state, x)
         model = state.model
-        for name in self.stage.frozen:
+        for name in self.frozen:
             model.blocks[name].eval()
-        if self.stage.augment != "none":
-            x = augment_normalized(x, state, HOLD_AUGMENTS[self.stage.augment], salt=11)
+        if self.jpeg and self.held:
+            x = augment_normalized(x, state, lambda x01, g: transforms.jpeg_batch(x01, self.p.quality), salt=11)
         k = self._prefix(model)
-        if k == 0 and not self.stage.frozen:
+        if k == 0:
             logits = fwd(x)
         else:
             h = x
@@ -199,97 +198,125 @@ class StagedTraining:
         state.logits = logits
         self.correct += (logits.argmax(1) == y).sum()
         self.seen += len(y)
-        smoothing = self.cfg.label_smoothing if self.stage.loss == "ce" else 0.0
-        return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
 
-    # ----------------------------------------------------------------- detectors and transitions
+    # ----------------------------------------------------------------- detector and transitions
+    def _value(self, scores: dict) -> float | None:
+        """The detector's value now; None when there is no block left for acm4gap to watch."""
+        if self.p.detector == "acm4gap":
+            nxt = self._pending()
+            return scores[f"acm4gap/{nxt[0]}"] if nxt else None
+        return scores[self.p.detector]
+
     def on_step(self, state: TrainState) -> None:
-        if state.step % self.p.check_every:
+        if self.probe is None:
+            return
+        epoch = state.step / self.steps_per_epoch
+        if len(self.held) == len(self.candidates) and not self.p.dry_run:  # every candidate held: no more probe passes
+            if self.jpeg and not self.thawed and self.p.thaw_epoch and epoch >= self.p.thaw_epoch:
+                self._thaw(state, epoch)
+            return
+        if state.step < self.next_check:
             return
         model = state.model
         scores = self.probe.scores(model)
         model.train()
-        for name in self.stage.frozen:
+        for name in self.frozen:
             model.blocks[name].eval()
         scores["train-acc"] = float(self.correct) / max(1, self.seen)
-        scores["probe-acc"] = scores.pop("probe_acc")
         self.correct = self.seen = 0
-        epoch = state.step / self.steps_per_epoch
-        self.trace.append({"step": state.step, "epoch": round(epoch, 4), "stage": self.stage.name, **scores})
-        until = self.stage.until
-        if until == "trigger" and epoch <= self.p.window:
-            self._snapshot(model, epoch)
-            if scores[self.detector] >= self.threshold:
-                self._advance(state, epoch, scores[self.detector])
-        elif until.startswith("epoch:") and epoch >= float(until.split(":", 1)[1]):
-            self._advance(state, epoch, None)
+        value = self._value(scores)
+        self.trace.append({"step": state.step, "epoch": round(epoch, 4), "stage": self.stage, "value": value, **scores})
+        if value is None:
+            return
+        calm = value < self.p.threshold / 2
+        if calm:
+            self.calm = {"step": state.step, "blocks": self._copy(model)}
+        self.calm_run = self.calm_run + 1 if calm else 0
+        self.next_check = state.step + self.p.check_every * 2 ** min(3, self.calm_run // 10)
+        self.streak = self.streak + 1 if value >= self.p.threshold else 0
+        if self.streak >= self.p.patience:
+            self._hold(state, epoch, value)
 
-    def _advance(self, state: TrainState, epoch: float, value: float | None) -> None:
+    def _pending(self) -> list[str]:
+        """The blocks the next detection holds (in a dry run: those it would hold after the detections so far)."""
+        done = self.held if not self.p.dry_run else self.candidates[: sum(len(e["would_hold"]) for e in self.events)]
+        rest = [b for b in self.candidates if b not in done]
+        return rest[:1] if self.p.per_stage == "one" else rest
+
+    def _hold(self, state: TrainState, epoch: float, value: float) -> None:
         model, opt = state.model, state.optimizer
-        self.index += 1
-        stage, names = self.stage, list(model.blocks.keys())
+        new = self._pending()
+        self.streak = 0
+        if self.p.dry_run:
+            self.events.append({"epoch": round(epoch, 4), "step": state.step, "stage": "dry-run", "detector": self.p.detector,
+                                "value": value, "hold": [], "would_hold": new, "actions": [f"would hold {'+'.join(new) or 'nothing more'}"]})
+            return
+        source = {"calm": self.calm, "init": self.initial}.get(self.p.rollback)
         actions = []
-        for action in stage.enter:
-            if action == "rollback":
-                target = self.p.rollback * epoch
-                at, snap = ([s for s in self.snapshots if s[0] <= target] or self.snapshots[:1])[-1]
-                for b, sd in snap.items():
-                    model.blocks[b].load_state_dict(sd)
-                actions.append(f"rollback {'+'.join(snap)} to epoch {at:.2f}")
-            else:
-                deep = names[names.index(stage.frozen[-1]) + 1 :] if action == "reinit-deep" else names[-1:]
-                for b in deep:
-                    for m in model.blocks[b].modules():
-                        if hasattr(m, "reset_parameters"):
-                            m.reset_parameters()
-                        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                            m.reset_running_stats()
-                    for p in model.blocks[b].parameters():
-                        opt.state.pop(p, None)
-                actions.append(f"reinit {'+'.join(deep)}")
+        if source is not None:
+            for b in new:
+                model.blocks[b].load_state_dict(source["blocks"][b])
+            at = source["step"] / self.steps_per_epoch
+            actions.append(f"rollback {'+'.join(new)} to step {source['step']} (epoch {at:.2f})")
         for g in opt.param_groups:
-            name = g.get("name")
-            if name in stage.frozen:
-                opt.freeze(name)
+            if g.get("name") in new:
                 for p in g["params"]:
                     opt.state.pop(p, None)  # a rolled-back block must not resume with momentum from the trap
-            elif g.get("frozen"):
-                opt.unfreeze(name)
-            g["lr_scale"] = stage.lr_scale.get(name, 1.0)
-        if stage.frozen:
-            actions.append(f"freeze {'+'.join(stage.frozen)}")
-        if stage.lr_scale:
-            actions.append(", ".join(f"lr {b}×{s:g}" for b, s in stage.lr_scale.items()))
-        event = {"epoch": round(epoch, 4), "step": state.step, "stage": stage.name, "detector": self.detector if value is not None else "epoch",
-                 "value": value, "actions": actions}
-        self.events.append(event)
-        self.snapshots.clear()
+                if self.p.slow == 0:
+                    opt.freeze(g["name"])
+                else:
+                    g["lr_scale"] = self.p.slow
+        self.held += new
+        actions.append(f"{'freeze' if self.p.slow == 0 else f'lr ×{self.p.slow:g}'} {'+'.join(new)}")
+        if self.jpeg:
+            actions.append(f"JPEG-{self.p.quality} every batch")
+        self.events.append({"epoch": round(epoch, 4), "step": state.step, "stage": self.stage, "detector": self.p.detector,
+                            "value": value, "hold": new, "actions": actions})
+
+    def _thaw(self, state: TrainState, epoch: float) -> None:
+        for name in self.held:
+            state.optimizer.unfreeze(name, self.p.thaw_lr)
+        self.thawed = True
+        self.events.append({"epoch": round(epoch, 4), "step": state.step, "stage": "thaw", "detector": "epoch", "value": None,
+                            "hold": [], "actions": [f"thaw {'+'.join(self.held)} at lr ×{self.p.thaw_lr:g}"]})
 
     def on_epoch_end(self, state: TrainState) -> None:
-        if self.stages is None:
+        if self.probe is None:
             return
         new = self.events[self.reported :]
         self.reported = len(self.events)
-        state.log["pst_stage"] = self.stage.name
+        state.log["pst_stage"] = self.stage
         if new:
             state.log["events"] = [f"{e['stage']} @{e['epoch']:.2f}" for e in new]
         if self.trace:
             state.log["pst"] = {k: v for k, v in self.trace[-1].items() if k not in ("step", "epoch", "stage")}
         path = self._file("pst.json")
-        if path is not None:
-            if self.stage.until == "trigger" and self.snapshots:  # rollback targets survive a kill
-                atomic_torch_save(self.snapshots, self._file("pst_snapshots.pt"))
-            # training-accuracy counters at the last two epoch ends: a resumed run continues the interval it was in
-            self.counters = dict(list(self.counters.items())[-1:]) | {str(state.step): [int(self.correct), int(self.seen)]}
-            atomic_write_json(path, {"params": dataclasses.asdict(self.p), "stage": self.index, "events": self.events, "trace": self.trace,
-                                     "counters": self.counters})
-            if self.trace:  # a run shorter than check_every steps has no detector pass to draw
-                plot_trace(self.trace, self.events, self._file("pst.png"), title=f"PST on {self.cfg.data} ({self.cfg.model})")
+        if path is None:
+            return
+        # what a run resumed from this epoch's checkpoint continues with; the previous epoch's too, since the trainer
+        # writes its checkpoint after the hooks (a kill in between resumes from the previous one)
+        self.points = dict(list(self.points.items())[-1:]) | {str(state.step): (
+            {"streak": self.streak, "calm_run": self.calm_run, "next_check": self.next_check, "correct": int(self.correct), "seen": int(self.seen)},
+            self.calm)}
+        atomic_torch_save({"initial": self.initial} | {k: calm for k, (_, calm) in self.points.items()}, self._file("pst_snapshots.pt"))
+        atomic_write_json(path, {"method": "pst-jpeg (pst_fast's own recipe)" if self.jpeg else "pst (pst_fast's reconstruction of Dang et al.)",
+                                 "params": dataclasses.asdict(self.p), "train_images": len(state.train), "steps_per_epoch": self.steps_per_epoch,
+                                 "held": self.held, "stage": self.stage, "events": self.events,
+                                 "trace": self.trace, "resume": {k: counters for k, (counters, _) in self.points.items()}})
+        if self.trace:  # a run shorter than check_every steps has no detector pass to draw
+            plot_trace(self.trace, self.events, self._file("pst.png"), title=f"{self.cfg.defense} on {self.cfg.data} ({self.cfg.model})",
+                       threshold=self.p.threshold)
 
     def hooks(self) -> Hooks:
         return Hooks(loss=self.loss, on_step=[self.on_step], on_epoch_end=[self.on_epoch_end])
 
 
 def pst_hooks(cfg) -> Hooks:
-    """Progressive Staged Training: hold back the shallow blocks when a detector sees the trap close."""
+    """Progressive Staged Training (pst_fast's reconstruction): hold back the shallow blocks one by one as a detector sees a shortcut."""
     return StagedTraining(cfg, parse_kv_args(cfg.defense_args, PSTParams)).hooks()
+
+
+def pst_jpeg_hooks(cfg) -> Hooks:
+    """PST + ISS (pst_fast's own recipe): at the detection hold the shallow blocks, JPEG every batch, thaw later."""
+    return StagedTraining(cfg, parse_kv_args(cfg.defense_args, PSTJpegParams)).hooks()

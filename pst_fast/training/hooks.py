@@ -31,6 +31,7 @@ class TrainState:
     logits: torch.Tensor | None = None
     log: dict = field(default_factory=dict)
     stop: bool = False
+    train: Any = None                  # the training split the loader draws from (ImageDataset or FolderSplit)
     mean: torch.Tensor | None = None   # (1, C, 1, 1) normalization of the batches the loss hook sees:
     std: torch.Tensor | None = None    # x_normalized = (x01 - mean) / std
 

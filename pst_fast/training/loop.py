@@ -180,7 +180,7 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
     fwd = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None) if cfg.compile else model
     amp = autocast(device, cfg)
     steps_per_epoch, total_steps = len(loader), cfg.epochs * len(loader)
-    state = TrainState(model=model, optimizer=opt, cfg=cfg, step=start_epoch * steps_per_epoch,
+    state = TrainState(model=model, optimizer=opt, cfg=cfg, step=start_epoch * steps_per_epoch, train=train_ds,
                        mean=torch.tensor(norm["mean"], device=device).view(1, -1, 1, 1),
                        std=torch.tensor(norm["std"], device=device).view(1, -1, 1, 1))
     if cfg.sal:

@@ -31,18 +31,22 @@ def plot_curves(lines: list[dict], path: str | Path, title: str = "") -> None:
     save_png(fig, path, dpi=100, tight=False)
 
 
-def plot_trace(trace: list[dict], events: list[dict], path: str | Path, title: str = "") -> None:
-    """Detector traces of a staged run: train/probe accuracy and every block's ACM against epochs, with
-    a vertical line at each stage transition. ``trace`` rows: {epoch, train-acc, probe-acc, acm1/B, acm4/B}."""
+def plot_trace(trace: list[dict], events: list[dict], path: str | Path, title: str = "", threshold: float | None = None) -> None:
+    """Detector traces of a staged run against epochs, a vertical line at each stage transition: the probe's accuracy
+    raw and under each view with the training accuracy; the detector value (with its ``threshold``); every block's
+    ACM (4×4 pool). ``trace`` rows: {epoch, value, acc, acc/<view>, train-acc, acm4/<block>, ...}."""
     plt = pyplot()
 
     ep = [t["epoch"] for t in trace]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-    for ax, keys, label in ((axes[0], ("train-acc", "probe-acc"), "accuracy"),
-                            (axes[1], [k for k in trace[0] if k.startswith("acm1/")], "ACM, global pool"),
-                            (axes[2], [k for k in trace[0] if k.startswith("acm4/")], "ACM, 4x4 pool")):
+    panels = ((axes[0], [k for k in trace[0] if k == "acc" or k.startswith("acc/") or k == "train-acc"], "accuracy"),
+              (axes[1], ["value"], "detector"),
+              (axes[2], [k for k in trace[0] if k.startswith("acm4/")], "ACM, 4x4 pool"))
+    for ax, keys, label in panels:
         for k in keys:
-            ax.plot(ep, [t[k] for t in trace], lw=1.2, label=k.split("/")[-1])
+            ax.plot(ep, [t[k] if t.get(k) is not None else float("nan") for t in trace], lw=1.2, label=k.split("/")[-1] if "acm" in k else k)
+        if keys == ["value"] and threshold is not None:
+            ax.axhline(threshold, color="C3", ls="--", lw=1, label="threshold")
         for e in events:
             ax.axvline(e["epoch"], color="gray", ls=":", lw=1)
             ax.annotate(e["stage"], (e["epoch"], 0.02), rotation=90, fontsize=7, color="gray")
