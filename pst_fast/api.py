@@ -27,7 +27,7 @@ def poison(attack: str, data: str = "cifar10-mini", out: str | None = None, seed
 
 def pst(data: str = "cifar10-mini", out: str = "", **options) -> dict:
     """Train with Progressive Staged Training. ``options`` are training options (``pst_fast.TrainConfig`` fields) or
-    PST parameters (``pst-fast defenses``: shallow, trigger, thaw_epoch, ...); returns the run's summary."""
+    PST parameters (``pst-fast defenses``: detector, threshold, rollback, ...); returns the run's summary."""
     from .defenses.pst import PSTParams
     from .training import TrainConfig, train
 

@@ -118,7 +118,8 @@ def event_text(e) -> str:
     if not isinstance(e, dict):
         return str(e)
     head = f"stage {e.get('stage', '?')} at epoch {e['epoch']:.2f}" if isinstance(e.get("epoch"), (int, float)) else f"stage {e.get('stage', '?')}"
-    extra = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.items() if k not in ("stage", "epoch", "actions") and v is not None]
+    extra = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={'+'.join(map(str, v))}" if isinstance(v, list) else f"{k}={v}"
+             for k, v in e.items() if k not in ("stage", "epoch", "actions") and v is not None]
     actions = e.get("actions") or []
     return head + (f" ({', '.join(extra)})" if extra else "") + (": " + "; ".join(map(str, actions)) if actions else "")
 

@@ -27,7 +27,7 @@ def sweep(tmp_path_factory):
     spec = tiny_spec(root / "noise", root)  # test_sweep's, made a two-seed grid of one poison × standard and PST
     spec.write_text(spec.read_text().replace("[attacks.clean]\n", "").replace('models = ["fastnet-small"]', 'models = ["fastnet-small"]\nseeds = [0, 1]')
                     .replace('"ud"]', '"ud"]\nud_defenses = ["standard"]\nsal_args = "subset=64,rounds=1"')
-                    .replace("[defenses.cutout]", '[defenses.pst]\ncheck_every = 1\ntrigger = "train-acc:0.0"'))
+                    .replace("[defenses.cutout]", '[defenses.pst]\ndetector = "train-acc"\nthreshold = 0\npatience = 1\ncheck_every = 1'))
     db, tb, site = root / "r.db", root / "tb", root / "site"
     run = subprocess.run([sys.executable, "-m", "pst_fast.cli", "sweep", "run", str(spec), "--db", str(db), "--tensorboard", str(tb)],
                          capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"})
@@ -66,7 +66,7 @@ def test_site_has_a_page_per_table_entry_with_every_picture(sweep):
     uds = [r["ud"] for r in rows if r["attack"] == "random" and r["defense"] == "standard"]
     assert len(uds) == 2 and all(f"<b>{ud:.3f}</b>" in std for ud in uds)  # recomputed against the reference the sweep used
     assert "this cell itself" in ref and "<h2>Poison</h2>" not in ref
-    assert "PST: detectors and transitions" in pst and "pst-seed0.png" in pst and "<td>hold</td>" in pst and "freeze" in pst
+    assert "PST: detectors and transitions" in pst and "pst-seed0.png" in pst and "<td>hold-1</td>" in pst and "<td>stem</td>" in pst and "freeze stem" in pst
     assert "mean ± sd (n = 2)" in pst
 
 
@@ -102,7 +102,8 @@ def test_tensorboard_export_reads_back_with_tensorboards_reader(sweep, tmp_path)
             if r["defense"] == "pst":
                 assert got["pst/train-acc"][0] == (1, pytest.approx(lines[0]["pst"]["train-acc"], rel=1e-6))
                 texts = {t: [(e.step, e.tensor_proto.string_val[0].decode()) for e in acc.Tensors(t)] for t in tags["tensors"]}
-                assert texts["stage"] == [(1, "hold")] and texts["events"][0][0] == 1 and "stage hold at epoch" in texts["events"][0][1]
+                assert texts["stage"] == [(1, "hold-3")] and texts["events"][0][0] == 1 and "stage hold-1 at epoch" in texts["events"][0][1]
+                assert "hold=stem" in texts["events"][0][1]
             seen.append(got)
         assert seen[0] == seen[1]
 

@@ -337,7 +337,7 @@ class CellPages:
             stage = trace[-1].get("stage") if trace else None
             return f"<p class='note'>No transition{f'; the run stayed in stage {e(str(stage))}' if stage else ''}.</p>"
         keys = [k for k in dict.fromkeys(k for v in events for k in v) if k not in ("epoch", "stage", "actions")]
-        num = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+        num = lambda v: f"{v:.4g}" if isinstance(v, float) else "+".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
         rows = [[num(v.get("epoch", "")), e(str(v.get("stage", "")))] + [e(num(v[k])) if v.get(k) is not None else "—" for k in keys]
                 + [e("; ".join(map(str, v.get("actions") or [])))] for v in events]
         return _table(["epoch", "stage entered"] + [e(k) for k in keys] + ["actions"], rows)

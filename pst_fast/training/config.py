@@ -47,7 +47,7 @@ class TrainConfig:
                    "on trains ~1.6x faster (docs/benchmarks.md)", ("auto", "on", "off"))
     max_steps: int = opt(0, "stop after this many optimizer steps (smoke runs); 0 = no limit", ge=0)
     defense: str = opt("standard", "training-time defense ('pst-fast defenses' lists them)")
-    defense_args: str = opt("", "the defense's own parameters as key=value pairs separated by commas, e.g. 'trigger=acm1/s1:0.5,thaw_epoch=10'")
+    defense_args: str = opt("", "the defense's own parameters as key=value pairs separated by commas, e.g. 'threshold=0.3,rollback=init'")
     out: str = opt("", "run directory (config, metrics, checkpoint, plot); empty = no files")
     init: str = opt("", "start from the weights of this checkpoint file (model.pt of another run)")
     quiet: bool = opt(False, "no progress bars (for sweeps)")
