@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from pst_fast.benchmark import Entry, Peaks, entry, matmul_peak_gflops, measure_interleaved, ratio_text
-from pst_fast.defenses.pst import PSTParams, StagedTraining, schedule
+from pst_fast.defenses.pst import PSTParams, StagedTraining
 from pst_fast.models import create_model
 from pst_fast.models.flops import block_flops
 from pst_fast.training import TrainConfig, TrainState
@@ -26,9 +26,8 @@ def stepper(name: str, frozen: tuple[str, ...], compiled: bool, batch: int, devi
     cfg = TrainConfig(data="unused", model=name, compile=compiled, defense="pst")
     model = create_model(name).to(device, memory_format=torch.channels_last).train()
     opt = make_optimizer(block_param_groups(model, cfg), cfg)
-    st = StagedTraining(cfg, PSTParams(shallow="+".join(frozen) if frozen else "auto", augment="none"))
-    st.stages = schedule(st.p, list(model.blocks.keys()))
-    st.index = 1 if frozen else 0
+    st = StagedTraining(cfg, PSTParams())
+    st.held, st.probe = list(frozen), ()  # held as after detections; a timing makes no detector pass, so no probe
     for b in frozen:
         opt.freeze(b)
     state = TrainState(model=model, optimizer=opt, cfg=cfg)

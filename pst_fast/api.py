@@ -3,7 +3,7 @@
 
     pst_fast.poison("lsp", "cifar10-mini", out="poisons/lsp")            # -> summary dict
     pst_fast.train(data="poisons/lsp", epochs=15, out="runs/lsp", sal="fast")
-    pst_fast.pst(data="poisons/lsp", epochs=15, out="runs/lsp-pst", thaw_epoch=8)
+    pst_fast.pst(data="poisons/lsp", epochs=15, out="runs/lsp-pst", threshold=0.3)
     pst_fast.sal("runs/clean")                                           # a run trained with keep_checkpoints=True
     pst_fast.ud("runs/clean", ["runs/lsp"])                              # -> {"beta", "runs": [{"run", "lp", "ud"}]}
 """

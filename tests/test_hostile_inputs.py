@@ -381,8 +381,8 @@ def test_attack_defense_and_spec_values_go_through_the_same_check():
         params_from(ATTACKS["random"], {"eps": float("nan")})
     with pytest.raises(PstFastError, match=r"attack em: parameter steps=-1: expected an integer >= 0"):
         params_from(ATTACKS["em"], {"steps": -1})
-    with pytest.raises(PstFastError, match=r"--defense-args thaw_epoch=nan: expected a finite number >= 0"):
-        parse_kv_args("thaw_epoch=nan", PSTParams)
+    with pytest.raises(PstFastError, match=r"--defense-args threshold=nan: expected a finite number >= 0"):
+        parse_kv_args("threshold=nan", PSTParams)
     spec = "[sweep]\nseeds = [0]\n[train]\nlr = nan\n[attacks.random]\n[defenses.standard]\n"
     with pytest.raises(SpecError, match=r"<spec>:4: \[train\] lr=nan: expected a finite number >= 0"):
         parse_spec(spec)

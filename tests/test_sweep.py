@@ -82,9 +82,9 @@ def test_ud_defenses_limit_sal_to_their_cells_and_quickstart_spec_parses():
 
 
 def test_alias_runs_one_defense_with_other_parameters():
-    spec = parse_spec(BASE + '[defenses.pst-late]\ndefense = "pst"\nthaw_epoch = 9.0\n')
+    spec = parse_spec(BASE + '[defenses.pst-late]\ndefense = "pst"\nthreshold = 0.5\n')
     cells = expand(spec)
-    assert [dict(c.train)["defense_args"] for c in cells] == ["", "thaw_epoch=9.0"]
+    assert [dict(c.train)["defense_args"] for c in cells] == ["", "threshold=0.5"]
 
 
 @pytest.mark.parametrize("text,match", [
