@@ -12,8 +12,8 @@ validation split, see docs/pst.md):
   accuracy points that does not grow with the dataset; ``acm4gap`` and ``train-acc`` are the alternatives);
 - a stage ends when the detector is at or above ``threshold`` for ``patience`` passes in a row; the next block
   from the input (``per_stage=one``; or every block up to ``depth`` at once, ``per_stage=all``) is then held back:
-  restored to its state at the last *calm* pass (detector below half the threshold: before the trap closed) and
-  frozen (``slow=0``: no gradients, no optimizer state, no backward through a frozen prefix, BatchNorm statistics
+  restored to its initialization (``rollback=init``, the default: what it learned was the shortcut; ``calm``: its
+  state at the last pass below half the threshold) and frozen (``slow=0``: no gradients, no optimizer state, no backward through a frozen prefix, BatchNorm statistics
   fixed) or slowed (its learning rate × ``slow``); training goes on, and the next stage may hold the next block;
 - ``depth`` blocks at most (default: all but the last block before the head). With no detection (clean data) the
   run is standard training plus the probe passes.
@@ -313,10 +313,10 @@ class StagedTraining:
 
 
 def pst_hooks(cfg) -> Hooks:
-    """Progressive Staged Training (pst_fast's reconstruction): hold back the shallow blocks one by one as a detector sees a shortcut."""
+    """Progressive Staged Training (Dang et al., arXiv 2306.02064; code not public, pst_fast's reconstruction): freeze the shallow blocks one by one, from initialization, as a detector sees a shortcut."""
     return StagedTraining(cfg, parse_kv_args(cfg.defense_args, PSTParams)).hooks()
 
 
 def pst_jpeg_hooks(cfg) -> Hooks:
-    """PST + ISS (pst_fast's own recipe): at the detection hold the shallow blocks, JPEG every batch, thaw later."""
+    """PST + ISS-JPEG (pst_fast's own recipe, not in the paper): at the detection hold stem..s2, JPEG-10 every batch, thaw at epoch 5."""
     return StagedTraining(cfg, parse_kv_args(cfg.defense_args, PSTJpegParams)).hooks()
