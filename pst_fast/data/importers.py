@@ -505,6 +505,16 @@ def _stem(src: Path) -> str:
     return name
 
 
+def check_source_and_out(src: Path, out: Path) -> None:
+    """Refuse a missing or special (FIFO, socket, device) source and an existing or unwritable output directory."""
+    if not src.exists():
+        raise DataError(f"{src}: no such file or directory")
+    if out.exists():
+        raise DataError(f"{out}: output directory exists (choose another --out or remove it)")
+    check_out(out)
+    if not src.is_dir() and not is_regular(src):
+        raise DataError(f"{src}: not a regular file or a directory (a FIFO, socket or device)")
+
 def import_source(src, out, *, name: str | None = None, workers: int | None = None, progress: bool = True,
                   on_bad_image: str = "fail", image_size: int = 0) -> dict[str, ImageDataset]:
     """Import ``src`` into ``out/<split>`` in the canonical format; returns the written splits (memory-mapped).
@@ -521,13 +531,7 @@ def import_source(src, out, *, name: str | None = None, workers: int | None = No
         raise DataError(f"on_bad_image={on_bad_image!r}: expected 'fail' or 'skip'")
     if workers is not None and workers < 1:
         raise DataError(f"workers={workers}: expected a positive number of decoding threads")
-    if not src.exists():
-        raise DataError(f"{src}: no such file or directory")
-    if out.exists():
-        raise DataError(f"{out}: output directory exists (choose another --out or remove it)")
-    check_out(out)
-    if not src.is_dir() and not is_regular(src):
-        raise DataError(f"{src}: not a regular file or a directory (a FIFO, socket or device)")
+    check_source_and_out(src, out)
     if image_size < 0:
         raise DataError(f"--image-size {image_size}: expected a side in pixels (0 = the images' own size)")
     svhn = _svhn_files(src)

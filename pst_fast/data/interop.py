@@ -47,8 +47,8 @@ from ..errors import DataError
 from ..io import check_out, temp_dir
 from . import load
 from .format import ImageDataset, budget_levels, linf_levels_of, read_dataset, sha256_array, write_poison
-from .importers import decode_files, disk_bytes
-from .limits import check_expansion, is_regular, read_regular
+from .importers import check_source_and_out, decode_files, disk_bytes
+from .limits import check_expansion, read_regular
 from .safe_pickle import brief
 
 LAYOUTS = ("flat", "class")
@@ -251,13 +251,7 @@ def import_poison(src, clean, out, *, attack: str | None = None, trust_pickle: b
     ``workers`` threads decode PNGs.
     """
     src, out = Path(src).expanduser(), Path(out).expanduser()
-    if not src.exists():
-        raise DataError(f"{src}: no such file or directory")
-    if out.exists():
-        raise DataError(f"{out}: output directory exists (choose another --out or remove it)")
-    check_out(out)
-    if not src.is_dir() and not is_regular(src):
-        raise DataError(f"{src}: not a regular file or a directory (a FIFO, socket or device)")
+    check_source_and_out(src, out)
     train, test = load(clean, "train"), load(clean, "test")
     x = np.asarray(train.images)
     side = None
