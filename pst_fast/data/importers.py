@@ -515,6 +515,7 @@ def check_source_and_out(src: Path, out: Path) -> None:
     if not src.is_dir() and not is_regular(src):
         raise DataError(f"{src}: not a regular file or a directory (a FIFO, socket or device)")
 
+
 def import_source(src, out, *, name: str | None = None, workers: int | None = None, progress: bool = True,
                   on_bad_image: str = "fail", image_size: int = 0) -> dict[str, ImageDataset]:
     """Import ``src`` into ``out/<split>`` in the canonical format; returns the written splits (memory-mapped).
