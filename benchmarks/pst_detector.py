@@ -1,11 +1,12 @@
 """PST detector study: the detectors' values over the first steps of standard training, on clean data and poisons, at any
 dataset size and model, and whether and when each would fire.
 
-Every run is ``pst-fast train --defense pst --defense-args dry_run=true`` (standard training; every detector pass is
-measured and recorded, nothing is held) for ``--steps`` optimizer steps, in OUT/<data>/<model>/s<seed>/ (a normal
+Every run is ``pst-fast train --defense pst --defense-args dry_run=true,window=0`` (standard training; every detector
+pass of the whole run is measured and recorded, nothing is held) for ``--steps`` optimizer steps, in OUT/<data>/<model>/s<seed>/ (a normal
 run directory: an interrupted study resumes, finished runs are not repeated). The table then replays each
-candidate rule on the recorded trace: ``shortcut`` (the quorum-th largest accuracy gap between the probe and its
-gray / JPEG / blur views, quorum 1, 2 and 3), ``train-acc`` (the training accuracy since the last pass; pst_fast's earlier
+candidate rule on the recorded trace: ``shortcut`` (the default: the quorum-th largest accuracy gap between the probe and its
+gray / JPEG / blur views, quorum 2 within PST's default window of 1,000 steps and over the whole run; quorum 1
+and 3), ``train-acc`` (the training accuracy since the last pass; pst_fast's earlier
 trigger was train-acc 0.6 within 2 epochs) and ``acm4gap/<block>`` (a block's ACM minus its ACM under the views). A rule
 fires at the first of ``patience`` passes in a row at or above its threshold; the cell shows that step and its epoch, or
 the largest value seen when it never fired (``max .xx``). Clean data must never fire; every poison should.
@@ -24,8 +25,10 @@ from pst_fast.figures import pyplot, save_png
 from pst_fast.io import atomic_write_text
 from pst_fast.training import train
 
-RULES = {  # name -> (trace key or callable, threshold); patience is the study's
-    "shortcut q2 ≥ 0.3 (default)": ("shortcut", 0.3),
+WINDOW = 1000  # PST's default window: detector passes in the first WINDOW steps (of a run with no hold yet)
+RULES = {  # name -> (trace key or callable, threshold[, window in steps]); patience is the study's
+    "shortcut q2 ≥ 0.3, first 1000 steps (default)": ("shortcut", 0.3, WINDOW),
+    "shortcut q2 ≥ 0.3, whole run": ("shortcut", 0.3),
     "shortcut q1 ≥ 0.3": (lambda t: max(t["acc"] - t[k] for k in t if k.startswith("acc/")), 0.3),
     "shortcut q3 ≥ 0.3": (lambda t: min(t["acc"] - t[k] for k in t if k.startswith("acc/")), 0.3),
     "train-acc ≥ 0.6": ("train-acc", 0.6),
@@ -42,10 +45,12 @@ def run_dir(out: Path, data: str, model: str, seed: int) -> Path:
     return out / data / model / f"s{seed}"
 
 
-def fires(trace: list[dict], key, threshold: float, patience: int) -> tuple[int | None, float]:
-    """(the step at which the rule fires, or None; the largest value seen)."""
+def fires(trace: list[dict], key, threshold: float, patience: int, window: int = 0) -> tuple[int | None, float]:
+    """(the step at which the rule fires, or None; the largest value seen), on the passes of the first ``window`` steps (0: all)."""
     streak, top = 0, float("-inf")
     for t in trace:
+        if window and t["step"] > window:
+            break
         value = key(t) if callable(key) else t.get(key)
         if value is None:
             continue
@@ -68,8 +73,8 @@ def table(out: Path, data: dict, models: list[str], seeds: list[int], patience: 
                 trace = state["trace"]
                 per_epoch = state.get("steps_per_epoch") or 1
                 cells = []
-                for key, threshold in RULES.values():
-                    step, top = fires(trace, key, threshold, patience)
+                for key, threshold, *window in RULES.values():
+                    step, top = fires(trace, key, threshold, patience, *window)
                     cells.append(f"**{step}** (ep {step / per_epoch:.2f})" if step is not None else f"— (max {top:.2f})")
                 rows.append(f"| {name} | {model} | {seed} | {state.get('train_images', '?')} | {per_epoch} | {' | '.join(cells)} |")
     return "\n".join(rows) + "\n"
@@ -86,7 +91,8 @@ def plot(out: Path, data: dict, models: list[str], seeds: list[int]) -> Path:
                     trace = json.loads(f.read_text())["trace"]
                     ax.plot([t["step"] for t in trace], [t["shortcut"] for t in trace], color=f"C{i % 10}", lw=1.2,
                             ls="-" if seed == seeds[0] else "--", label=name if seed == seeds[0] else None)
-        ax.axhline(RULES["shortcut q2 ≥ 0.3 (default)"][1], color="k", ls=":", lw=1)
+        ax.axhline(RULES["shortcut q2 ≥ 0.3, whole run"][1], color="k", ls=":", lw=1)
+        ax.axvline(WINDOW, color="k", ls="--", lw=0.8)
         ax.set_title(model), ax.set_xlabel("optimizer step"), ax.set_ylabel("shortcut (accuracy points)"), ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -114,7 +120,7 @@ def main() -> None:
                 for seed in seeds:
                     d = run_dir(out, name, model, seed)
                     train(data=path, model=model, seed=seed, epochs=a.epochs, max_steps=a.steps, amp=a.amp, quiet=True, out=str(d),
-                          defense="pst", defense_args=f"dry_run=true,patience={a.patience}")
+                          defense="pst", defense_args=f"dry_run=true,window=0,patience={a.patience}")
                     print(f"{name} {model} s{seed}: done", flush=True)
     text = table(out, data, models, seeds, a.patience)
     atomic_write_text(out / "detector.md", text)

@@ -212,6 +212,22 @@ def test_prefix_gradients_match_full_backward(compiled):
                 torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=n)
 
 
+def test_detector_window_is_counted_from_the_last_hold():
+    """Passes run within ``window`` steps of the start or of the last hold; a detection after that holds nothing."""
+    cfg = TrainConfig(data="unused", model="fastnet-small", defense="pst")
+    model = create_model("fastnet-small")
+    opt = make_optimizer(block_param_groups(model, cfg), cfg)
+    st = StagedTraining(cfg, parse_kv_args("threshold=0.4,patience=1,check_every=1,window=3", PSTParams))
+    st.candidates, st.probe = ["stem", "s1", "s2"], ScriptedProbe([0.1, 0.5, 0.1, 0.1, 0.1, 0.5])
+    st.initial = st.calm = {"step": 0, "blocks": st._copy(model)}
+    state = TrainState(model=model, optimizer=opt, cfg=cfg)
+    for step in range(1, 12):
+        state.step = step
+        st.on_step(state)
+    assert [e["step"] for e in st.events] == [2] and [t["step"] for t in st.trace] == [1, 2, 3, 4, 5]
+    assert st.probe.values == [0.5]  # the pass at step 6 (> 2 + 3) never ran
+
+
 @pytest.mark.parametrize("args, match", [
     ("detector=nonsense", "expected one of shortcut, acm4gap, train-acc"),
     ("colour=red", "expected key=value with key one of"),

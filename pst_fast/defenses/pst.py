@@ -9,7 +9,8 @@ validation split, see docs/pst.md):
 
 - every ``check_every`` optimizer steps a :class:`~.probe.Probe` of training images measures the detector (default
   ``shortcut``: the accuracy the probe loses under at least two of the views gray, JPEG and blur — a quantity in
-  accuracy points that does not grow with the dataset; ``acm4gap`` and ``train-acc`` are the alternatives);
+  accuracy points that does not grow with the dataset; ``acm4gap`` and ``train-acc`` are the alternatives), during
+  ``window`` optimizer steps after the start or the last hold (traps close early; afterwards no pass is made);
 - a stage ends when the detector is at or above ``threshold`` for ``patience`` passes in a row; the next block
   from the input (``per_stage=one``; or every block up to ``depth`` at once, ``per_stage=all``) is then held back:
   restored to its initialization (``rollback=init``, the default: what it learned was the shortcut; ``calm``: its
@@ -56,6 +57,9 @@ class PSTParams:
     patience: int = opt(2, "consecutive detector passes at or above the threshold that end a stage", ge=1)
     check_every: int = opt(20, "optimizer steps between detector passes; after every 10 calm passes in a row (detector below half "
                            "the threshold) the interval doubles, up to 8x: dense early, where traps close, cheap later", ge=1)
+    window: int = opt(1000, "optimizer steps after the start of training, or after the last hold, during which the detector runs "
+                      "(traps close within a few hundred steps; on clean data the views' gap creeps up as the model learns "
+                      "fine detail: 0.32 at step 3,040 of full CIFAR-10); 0 = the whole run", ge=0)
     views: str = opt("gray+jpeg+blur", "'+'-separated views of the probe for the shortcut detector: gray, jpeg, blur")
     quorum: int = opt(2, "views that must lose the probe's accuracy: the shortcut detector is the quorum-th largest gap", ge=1)
     probe_size: int = opt(500, "training images in the fixed, class-balanced detector probe", ge=1)
@@ -216,7 +220,7 @@ class StagedTraining:
             if self.jpeg and not self.thawed and self.p.thaw_epoch and epoch >= self.p.thaw_epoch:
                 self._thaw(state, epoch)
             return
-        if state.step < self.next_check:
+        if state.step < self.next_check or self.window_closed(state.step):
             return
         model = state.model
         scores = self.probe.scores(model)
@@ -237,6 +241,10 @@ class StagedTraining:
         self.streak = self.streak + 1 if value >= self.p.threshold else 0
         if self.streak >= self.p.patience:
             self._hold(state, epoch, value)
+
+    def window_closed(self, step: int) -> bool:
+        """Whether ``step`` is more than ``window`` steps after the start or the last hold (no detector pass then)."""
+        return bool(self.p.window) and step > (self.events[-1]["step"] if self.events else 0) + self.p.window
 
     def _pending(self) -> list[str]:
         """The blocks the next detection holds (in a dry run: those it would hold after the detections so far)."""
