@@ -7,7 +7,7 @@ run directory: an interrupted study resumes, finished runs are not repeated). Th
 candidate rule on the recorded trace: ``shortcut`` (the default: the quorum-th largest accuracy gap between the probe and its
 gray / JPEG / blur views, quorum 2 within PST's default window of 1,000 steps and over the whole run; quorum 1
 and 3), ``train-acc`` (the training accuracy since the last pass; pst_fast's earlier
-trigger was train-acc 0.6 within 2 epochs) and ``acm4gap/<block>`` (a block's ACM minus its ACM under the views). A rule
+trigger was train-acc 0.6 within 2 epochs) and ``acm4gap`` of the second block (its ACM minus its largest ACM under the views). A rule
 fires at the first of ``patience`` passes in a row at or above its threshold; the cell shows that step and its epoch, or
 the largest value seen when it never fired (``max .xx``). Clean data must never fire; every poison should.
 
@@ -32,7 +32,7 @@ RULES = {  # name -> (trace key or callable, threshold[, window in steps]); pati
     "shortcut q1 ≥ 0.3": (lambda t: max(t["acc"] - t[k] for k in t if k.startswith("acc/")), 0.3),
     "shortcut q3 ≥ 0.3": (lambda t: min(t["acc"] - t[k] for k in t if k.startswith("acc/")), 0.3),
     "train-acc ≥ 0.6": ("train-acc", 0.6),
-    "acm4gap/s1 ≥ 0.05": ("acm4gap/s1", 0.05),
+    "acm4gap of block 2 ≥ 0.05": (lambda t: [v for k, v in t.items() if k.startswith("acm4gap/")][1], 0.05),  # fastnet s1, ResNet layer1
 }
 
 
