@@ -89,11 +89,12 @@ def plot(out: Path, data: dict, models: list[str], seeds: list[int]) -> Path:
                 f = run_dir(out, name, model, seed) / "pst.json"
                 if f.is_file():
                     trace = json.loads(f.read_text())["trace"]
-                    ax.plot([t["step"] for t in trace], [t["shortcut"] for t in trace], color=f"C{i % 10}", lw=1.2,
+                    ax.plot([t["step"] for t in trace], [t["shortcut"] for t in trace], color=plt.cm.tab20(i % 20), lw=1.2,
                             ls="-" if seed == seeds[0] else "--", label=name if seed == seeds[0] else None)
         ax.axhline(RULES["shortcut q2 ≥ 0.3, whole run"][1], color="k", ls=":", lw=1)
         ax.axvline(WINDOW, color="k", ls="--", lw=0.8)
-        ax.set_title(model), ax.set_xlabel("optimizer step"), ax.set_ylabel("shortcut (accuracy points)"), ax.grid(alpha=0.3)
+        ax.set_title(model), ax.set_xlabel("optimizer step (log scale)"), ax.set_ylabel("shortcut (accuracy points)"), ax.grid(alpha=0.3)
+        ax.set_xscale("log")
         ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "detector.png"
