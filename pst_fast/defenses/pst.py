@@ -14,8 +14,9 @@ validation split, see docs/pst.md):
 - a stage ends when the detector is at or above ``threshold`` for ``patience`` passes in a row; the next block
   from the input (``per_stage=one``; or every block up to ``depth`` at once, ``per_stage=all``) is then held back:
   restored to its initialization (``rollback=init``, the default: what it learned was the shortcut; ``calm``: its
-  state at the last pass below half the threshold) and frozen (``slow=0``: no gradients, no optimizer state, no backward through a frozen prefix, BatchNorm statistics
-  fixed) or slowed (its learning rate × ``slow``); training goes on, and the next stage may hold the next block;
+  state at the last pass below half the threshold) and frozen (``slow=0``: no gradients, no optimizer state, no
+  backward through a frozen prefix, BatchNorm statistics fixed) or slowed (its learning rate × ``slow``); training
+  goes on, and the next stage may hold the next block;
 - ``depth`` blocks at most (default: all but the last block before the head). With no detection (clean data) the
   run is standard training plus the probe passes.
 
