@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pst_fast.figures import pyplot, save_png
 from pst_fast.io import atomic_write_text
-from pst_fast.training import train
+from pst_fast.run import train
 
 WINDOW = 1000  # PST's default window: detector passes in the first WINDOW steps (of a run with no hold yet)
 RULES = {  # name -> (trace key or callable, threshold[, window in steps]); patience is the study's

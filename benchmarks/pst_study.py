@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pst_fast.figures import pyplot, save_png
 from pst_fast.io import atomic_write_text
-from pst_fast.training import train
+from pst_fast.run import train
 
 
 def parse_pairs(text: str, sep: str) -> dict[str, str]:

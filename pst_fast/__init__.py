@@ -17,7 +17,7 @@ _LAZY = {
     "pst": ("pst_fast.api", "pst"),
     "sal": ("pst_fast.api", "sal"),
     "ud": ("pst_fast.api", "ud"),
-    "train": ("pst_fast.training", "train"),
+    "train": ("pst_fast.run", "train"),
     "TrainConfig": ("pst_fast.training", "TrainConfig"),
     "Hooks": ("pst_fast.training", "Hooks"),
     "create_model": ("pst_fast.models", "create_model"),

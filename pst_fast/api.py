@@ -20,7 +20,7 @@ def poison(attack: str, data: str = "cifar10-mini", out: str | None = None, seed
     """Generate ``attack`` (``pst-fast attacks`` lists them; ``params`` are its parameters) on the training split of
     ``data`` and write the poisoned dataset to ``out`` (canonical format, clean test split included)."""
     from .attacks import poison as generate
-    from .training.loop import resolve_device
+    from .device import resolve_device
 
     return generate(attack, data, out, seed=seed, device=str(resolve_device(device)), progress=progress, **params)
 
@@ -29,7 +29,8 @@ def pst(data: str = "cifar10-mini", out: str = "", **options) -> dict:
     """Train with Progressive Staged Training. ``options`` are training options (``pst_fast.TrainConfig`` fields) or
     PST parameters (``pst-fast defenses``: detector, threshold, rollback, ...); returns the run's summary."""
     from .defenses.pst import PSTParams
-    from .training import TrainConfig, train
+    from .run import train
+    from .training import TrainConfig
 
     pst_keys = {f.name for f in dataclasses.fields(PSTParams)}
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"defense", "defense_args"}
@@ -45,10 +46,10 @@ def sal(run: str | Path, mode: str = "fast", out: str | Path | None = None, devi
     """Per-layer SAL of a finished run from its kept per-epoch weights (``keep_checkpoints=True``); ``knobs`` are the
     SAL knobs (``pst-fast sal --help``: rounds, subset, every, ...). Returns the SALRecord (also saved to ``out``,
     default the run directory)."""
-    from .metrics.offline import sal_of_run
+    from .run import measure_sal
     from .metrics.sal import parse_sal_config
 
-    return sal_of_run(run, parse_sal_config(mode, ",".join(f"{k}={v}" for k, v in knobs.items())), out, device, quiet)
+    return measure_sal(run, parse_sal_config(mode, ",".join(f"{k}={v}" for k, v in knobs.items())), out, device, quiet)
 
 
 def ud(clean: str | Path | list, poisoned: str | Path | list, reference: str = "same-defense") -> dict:

@@ -45,7 +45,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
 
 
 def cmd_train(args) -> None:
-    from .training import TrainConfig, train
+    from .run import train
+    from .training import TrainConfig
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     s = train(cfg)
@@ -167,10 +168,10 @@ def sal_knobs() -> str:
 
 
 def cmd_sal(args) -> None:
-    from .metrics.offline import sal_of_run
+    from .run import measure_sal
     from .metrics.sal import parse_sal_config
 
-    rec = sal_of_run(args.run, parse_sal_config(args.sal, args.sal_args), out=args.out, device=args.device, quiet=args.quiet)
+    rec = measure_sal(args.run, parse_sal_config(args.sal, args.sal_args), out=args.out, device=args.device, quiet=args.quiet)
     out = args.out or args.run
     print(f"SAL ({args.sal}) of {len(rec.layers)} layers after epochs {', '.join(str(e + 1) for e in rec.epochs)}: "
           f"{sum(rec.arrays['seconds'][i].item() for i in range(len(rec.epochs))):.0f} s of compute -> {out}/sal.npz, sal.json, sal.png")
@@ -324,7 +325,7 @@ def cmd_poison(args, rest: list[str]) -> None:
         raise PstFastError("poison: --out DIR is required (the directory the poisoned dataset is written to)")
     ns = attack_parser(args.attack).parse_args(rest)
     overrides = {f.name: getattr(ns, f.name) for f in dataclasses.fields(spec.params) if getattr(ns, f.name) != f.default}
-    from .training.loop import resolve_device
+    from .device import resolve_device
 
     s = poison(args.attack, args.data, args.out, seed=args.seed, device=str(resolve_device(args.device)), image_size=args.image_size,
                **overrides)

@@ -78,7 +78,7 @@ def test_existing_output(clean, tmp_path):
 
 
 def test_tap_reuses_a_trained_surrogate_and_reports_success(clean, tmp_path):
-    from pst_fast.training import train
+    from pst_fast.run import train
 
     train(data=str(clean), model="fastnet-small", epochs=1, batch_size=60, device="cpu", quiet=True, out=str(tmp_path / "run"))
     poison("tap", str(clean), str(tmp_path / "p"), seed=0, progress=False, steps=3, restarts=1,

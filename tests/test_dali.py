@@ -16,7 +16,8 @@ from pst_fast.data import folder_loader as fl
 from pst_fast.data.folder import is_image_folder, scan, split_dir
 from pst_fast.data.folder_loader import IMAGENET_MEAN, IMAGENET_STD, folder_loader
 from pst_fast.data.folder_poison import write_folder_poison
-from pst_fast.training import Hooks, TrainConfig, train
+from pst_fast.run import train
+from pst_fast.training import Hooks, TrainConfig
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 PER_CLASS = {"train": 20, "test": 6}  # CIFAR-10 files NNNN.jpg with NNNN below this, per class

@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 
 from pst_fast.defenses import DEFENSES, transforms
 from pst_fast.errors import PstFastError
-from pst_fast.training import train
+from pst_fast.run import train
 
 BATCH_TRANSFORMS = {
     "cutout": lambda x, g: transforms.cutout(x, 16, g),
@@ -146,7 +146,7 @@ def test_defenses_change_training(small, tmp_path):
 
 def test_adversarial_training_perturbs_within_budget(small):
     from pst_fast.defenses.baselines import ATParams
-    from pst_fast.attacks.engine import PGD, perturb
+    from pst_fast.pgd import PGD, perturb
     from pst_fast.models import create_model
 
     torch.manual_seed(0)

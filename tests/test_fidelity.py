@@ -10,7 +10,7 @@ from conftest import write_noise_dataset
 
 from pst_fast import data
 from pst_fast.attacks import adversarial, em, rem, synthetic
-from pst_fast.attacks.base import quantize
+from pst_fast.data.format import quantize
 from pst_fast.cli import build_parser
 from pst_fast.data.format import ImageDataset
 from pst_fast.defenses import baselines, transforms

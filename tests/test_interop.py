@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import write_noise_dataset
 from pst_fast import data
 from pst_fast.attacks import poison
-from pst_fast.attacks.base import effective_delta, quantize
+from pst_fast.data.format import effective_delta, quantize
 from pst_fast.data.format import write_dataset, write_poison
 from pst_fast.data.interop import export_png, import_poison
 

@@ -15,7 +15,8 @@ from pst_fast.errors import PstFastError
 from pst_fast.models import create_model
 from pst_fast.models.blocks import BlockModel
 from pst_fast.options import parse_kv_args
-from pst_fast.training import Hooks, TrainConfig, TrainState, train
+from pst_fast.run import train
+from pst_fast.training import Hooks, TrainConfig, TrainState
 from pst_fast.training.optim import block_param_groups, make_optimizer
 
 ALWAYS = "detector=train-acc,threshold=0,patience=1,check_every=2"  # every pass detects: the schedule's mechanics without a real trap

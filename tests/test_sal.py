@@ -13,7 +13,7 @@ from torch import nn
 from pst_fast import data
 from pst_fast.cli import main
 from pst_fast.errors import PstFastError
-from pst_fast.metrics.offline import sal_of_run
+from pst_fast.run import measure_sal
 from pst_fast.metrics.record import SALRecord
 from pst_fast.metrics.sal import SALConfig, SALData, parse_sal_config, sal_epoch, sal_layers
 from pst_fast.metrics.sal_reference import sal_epoch_reference
@@ -21,7 +21,7 @@ from pst_fast.metrics.ud import threshold, two_means_threshold, unlearnable_dist
 from pst_fast.models import create_model
 from pst_fast.models.blocks import BlockModel, Head, Residual, conv_bn
 from pst_fast.ops.sal import sal_project_, sal_project_reference, sal_sharpness, sal_sharpness_reference
-from pst_fast.training import train
+from pst_fast.run import train
 
 ROWS = [(1, 1), (2, 27), (2, 432), (3, 4097), (4, 36864)]
 
@@ -171,7 +171,7 @@ def test_train_records_sal_and_offline_sal_reproduces_it(noise, tmp_path):
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert np.allclose(lines[1]["sal"], rec.matrix()[1], atol=1e-6)
     np.testing.assert_allclose(rec.matrix("l0"), [l["train_ce"] for l in lines], rtol=1e-6)  # SAL's loss is plain CE (issue 18)
-    again = sal_of_run(tmp_path / "run", parse_sal_config("exact", "rounds=2,subset=64"), out=tmp_path / "offline", quiet=True)
+    again = measure_sal(tmp_path / "run", parse_sal_config("exact", "rounds=2,subset=64"), out=tmp_path / "offline", quiet=True)
     for k in ("sal", "loss_max", "loss_min", "ratio_max"):
         assert np.array_equal(again.matrix(k), rec.matrix(k)), k
 

@@ -12,7 +12,8 @@ import torch
 
 from pst_fast.data.format import write_dataset
 from pst_fast.errors import PstFastError
-from pst_fast.training import Hooks, TrainConfig, train
+from pst_fast.run import train
+from pst_fast.training import Hooks, TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -31,10 +31,12 @@ from ..data.format import ImageDataset
 from ..errors import PstFastError
 from ..options import opt
 from ..models import create_model
-from ..training import Hooks, train as train_model
+from ..run import train as train_model
+from ..training import Hooks
 from ..training.rundir import load_checkpoint
-from .base import Poison, effective_delta, quantize
-from .engine import PGD, Surrogate, accuracy_on, gather, perturb, surrogate_amp, surrogate_name
+from ..data.format import effective_delta, quantize
+from .base import Poison
+from ..pgd import PGD, Surrogate, accuracy_on, gather, perturb, surrogate_amp, surrogate_name
 
 
 @dataclass

@@ -32,8 +32,9 @@ from ..data.format import ImageDataset
 from ..errors import PstFastError
 from ..options import opt
 from ..models import create_model
-from .base import Poison, effective_delta, quantize
-from .engine import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, surrogate_amp, surrogate_name
+from ..data.format import effective_delta, quantize
+from .base import Poison
+from ..pgd import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, surrogate_amp, surrogate_name
 
 CACHE_CHUNK = 4096  # images decoded per call while filling a tree's decode cache
 

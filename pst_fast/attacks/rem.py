@@ -30,8 +30,9 @@ from ..errors import PstFastError
 from ..options import opt
 from ..models import create_model
 from ..ops.pgd import pgd_step_
-from .base import Poison, effective_delta, quantize
-from .engine import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, random_crop_flip, surrogate_amp, surrogate_name
+from ..data.format import effective_delta, quantize
+from .base import Poison
+from ..pgd import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, random_crop_flip, surrogate_amp, surrogate_name
 
 
 @dataclass

@@ -22,7 +22,8 @@ import numpy as np
 from ..data.format import ImageDataset
 from ..errors import PstFastError
 from ..options import opt
-from .base import Poison, effective_delta, quantize
+from ..data.format import effective_delta, quantize
+from .base import Poison
 
 ROUNDINGS = ("floor", "nearest", "trunc")
 

@@ -374,3 +374,15 @@ def read_dataset(directory: str | os.PathLike, verify: bool = True, mmap: bool =
         if delta is not None:
             check_delta(d, images, delta, meta)
     return ImageDataset(images=images, labels=labels, meta=meta, delta=delta, path=d)
+
+
+def quantize(clean_u8: np.ndarray, delta01: np.ndarray) -> np.ndarray:
+    """Published uint8 image round(clamp(x + δ, 0, 1) * 255) for clean uint8 x and float δ in [0,1] units (N,H,W,C)."""
+    x = clean_u8.astype(np.float32) / 255.0
+    return np.clip(np.rint(np.clip(x + delta01, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
+
+
+def effective_delta(clean_u8: np.ndarray, poisoned_u8: np.ndarray) -> np.ndarray | None:
+    """poisoned - clean as int8 when every entry fits, else None."""
+    d = poisoned_u8.astype(np.int16) - clean_u8.astype(np.int16)
+    return d.astype(np.int8) if d.min() >= -128 and d.max() <= 127 else None

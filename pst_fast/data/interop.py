@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..attacks.base import effective_delta, quantize
+from .format import effective_delta, quantize
 from ..errors import DataError
 from ..io import check_out, temp_dir
 from . import load

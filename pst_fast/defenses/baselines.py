@@ -1,7 +1,7 @@
 """Baseline defenses: adversarial training, ISS, UEraser, cutout, mixup, cutmix.
 
-Each ``name(cfg) -> Hooks`` reads its parameters from ``cfg.defense_args`` (dataclass below, shown by
-``pst-fast defenses``). Batch defenses see the loader's cropped, flipped, normalized batch; those that need
+Each ``name(cfg, params) -> Hooks`` gets its parameters typed (the dataclass below, shown by ``pst-fast defenses``,
+parsed once where the run is assembled). Batch defenses see the loader's cropped, flipped, normalized batch; those that need
 pixels in [0, 1] undo the normalization with ``state.mean`` / ``state.std``. Their random draws come from a
 generator seeded by (run seed, step), so a resumed run draws what an uninterrupted one would.
 """
@@ -13,28 +13,27 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..attacks.engine import PGD, perturb
-from ..errors import PstFastError
-from ..options import opt, parse_kv_args
+from ..pgd import PGD, perturb
+from ..options import opt
 from ..training.hooks import Hooks, TrainState
 from . import transforms
 
 
 @dataclass
 class ATParams:
-    eps: float = opt(8 / 255, "L-inf radius of the training-time attack (pixels in [0, 1])")
-    step_size: float = opt(2 / 255, "PGD step size")
-    steps: int = opt(10, "PGD steps per batch (Madry et al.: 10)")
+    eps: float = opt(8 / 255, "L-inf radius of the training-time attack (pixels in [0, 1])", gt=0)
+    step_size: float = opt(2 / 255, "PGD step size", gt=0)
+    steps: int = opt(10, "PGD steps per batch (Madry et al.: 10)", ge=1)
 
 
 @dataclass
 class JPEGParams:
-    quality: int = opt(10, "JPEG quality (ISS: 10)")
+    quality: int = opt(10, "JPEG quality (ISS: 10)", ge=1, le=95)
 
 
 @dataclass
 class BitDepthParams:
-    bits: int = opt(2, "bits kept per channel (ISS: 2)")
+    bits: int = opt(2, "bits kept per channel (ISS: 2)", ge=1, le=7)
     method: str = opt("posterize", "posterize: keep the top bits, {0,64,128,192} at 2 bits (ISS's RandomPosterize); round: the "
                       "nearest of 2^bits levels over 0..255, {0,85,170,255} (pst_fast's earlier default; not ISS's)",
                       ("posterize", "round"), later=True, earlier="round")
@@ -42,12 +41,12 @@ class BitDepthParams:
 
 @dataclass
 class CutoutParams:
-    size: int = opt(16, "side of the square cut out, pixels")
+    size: int = opt(16, "side of the square cut out, pixels", ge=1)
 
 
 @dataclass
 class MixParams:
-    alpha: float = opt(1.0, "Beta(alpha, alpha) distribution of the mixing weight")
+    alpha: float = opt(1.0, "Beta(alpha, alpha) distribution of the mixing weight", gt=0)
 
 
 @dataclass
@@ -59,8 +58,8 @@ class UEraserParams:
 
 @dataclass
 class UEraserMaxParams(UEraserParams):
-    repeats: int = opt(5, "augmented draws per image; the loss is the per-image maximum over them")
-    max_epochs: float = opt(10.0, "epochs with the max-over-draws loss (then one draw, as UEraser-Lite)")
+    repeats: int = opt(5, "augmented draws per image; the loss is the per-image maximum over them", ge=1)
+    max_epochs: float = opt(10.0, "epochs with the max-over-draws loss (then one draw, as UEraser-Lite)", gt=0)
 
 
 def _generator(state: TrainState, device, salt: int) -> torch.Generator:
@@ -82,20 +81,8 @@ def _ce(logits: torch.Tensor, y: torch.Tensor, state: TrainState, reduction: str
     return F.cross_entropy(logits.float(), y, label_smoothing=state.cfg.label_smoothing, reduction=reduction)
 
 
-def _params(cfg, cls):
-    p = parse_kv_args(cfg.defense_args, cls)
-    for f in dataclasses.fields(p):
-        value, choices = getattr(p, f.name), f.metadata.get("choices")
-        if choices and value not in choices:
-            raise PstFastError(f"--defense-args {f.name}={value}: expected one of {', '.join(choices)}")
-        if not choices and value <= 0:
-            raise PstFastError(f"--defense-args {f.name}={value}: expected a positive value")
-    return p
-
-
-def adversarial_training(cfg) -> Hooks:
+def adversarial_training(cfg, p: ATParams) -> Hooks:
     """Adversarial training (Madry et al. 2018): PGD-10, L-inf 8/255, step 2/255, random start, on every batch."""
-    p = _params(cfg, ATParams)
     pgd = PGD(steps=p.steps, step_size=p.step_size, eps=p.eps, direction=1, random_start=True)
 
     def loss(fwd, x, y, state):
@@ -117,24 +104,18 @@ def _iss(transform) -> Hooks:
     return Hooks(prepare_train=prepare)
 
 
-def iss_jpeg(cfg) -> Hooks:
+def iss_jpeg(cfg, p: JPEGParams) -> Hooks:
     """ISS (Liu et al. 2023): JPEG-compress every training image once (quality 10)."""
-    p = _params(cfg, JPEGParams)
-    if p.quality > 95:
-        raise PstFastError(f"--defense-args quality={p.quality}: expected 1..95")
     return _iss(lambda images: transforms.jpeg(images, p.quality))
 
 
-def iss_gray(cfg) -> Hooks:
+def iss_gray(cfg, p: None) -> Hooks:
     """ISS (Liu et al. 2023): grayscale every training image once."""
     return _iss(transforms.grayscale)
 
 
-def iss_bdr(cfg) -> Hooks:
+def iss_bdr(cfg, p: BitDepthParams) -> Hooks:
     """ISS (Liu et al. 2023): reduce every training image to 2 bits per channel once (posterize, as ISS)."""
-    p = _params(cfg, BitDepthParams)
-    if p.bits > 7:
-        raise PstFastError(f"--defense-args bits={p.bits}: expected 1..7")
     return _iss(lambda images: transforms.bit_depth(images, p.bits, p.method))
 
 
@@ -153,15 +134,13 @@ def _augmented(augment, salt: int) -> Hooks:
     return Hooks(loss=loss)
 
 
-def ueraser_lite(cfg) -> Hooks:
+def ueraser_lite(cfg, p: UEraserParams) -> Hooks:
     """UEraser-Lite (Qin et al. 2023): plasma brightness/contrast, channel shuffle and TrivialAugment (kornia's), one draw per image."""
-    p = _params(cfg, UEraserParams)
     return _augmented(lambda x01, g: transforms.ueraser(x01, g, p.policy), 2)
 
 
-def ueraser_max(cfg) -> Hooks:
+def ueraser_max(cfg, p: UEraserMaxParams) -> Hooks:
     """UEraser-Max (Qin et al. 2023): the loss of the worst of 5 UEraser draws per image for the first 10 epochs."""
-    p = _params(cfg, UEraserMaxParams)
 
     def loss(fwd, x, y, state):
         g = _generator(state, x.device, 3)
@@ -185,9 +164,8 @@ def ueraser_max(cfg) -> Hooks:
     return Hooks(loss=loss)
 
 
-def cutout(cfg) -> Hooks:
+def cutout(cfg, p: CutoutParams) -> Hooks:
     """Cutout (DeVries & Taylor 2017): one 16x16 square per image set to the dataset mean."""
-    p = _params(cfg, CutoutParams)
 
     def loss(fwd, x, y, state):
         state.logits = fwd(transforms.cutout(x, p.size, _generator(state, x.device, 4)))
@@ -197,8 +175,7 @@ def cutout(cfg) -> Hooks:
 
 
 def _mix(mode: str, salt: int):
-    def build(cfg) -> Hooks:
-        p = _params(cfg, MixParams)
+    def build(cfg, p: MixParams) -> Hooks:
 
         def loss(fwd, x, y, state):
             xm, perm, lam = transforms.mix_pairs(x, p.alpha, mode, _generator(state, x.device, salt))

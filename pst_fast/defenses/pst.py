@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from ..errors import PstFastError
 from ..io import atomic_torch_save, atomic_write_json
-from ..options import opt, parse_kv_args
+from ..options import opt
 from ..training.hooks import Hooks, TrainState
 from ..training.plot import plot_trace
 from . import transforms
@@ -88,7 +88,7 @@ class StagedTraining:
     """Runs PST inside the trainer through its hooks (``hooks()``); ``held`` lists the held-back blocks, shallow first."""
 
     def __init__(self, cfg, p: PSTParams):
-        views = tuple(p.views.split("+"))  # the fields' own bounds and choices were checked by parse_kv_args
+        views = tuple(p.views.split("+"))  # the fields' own bounds and choices were checked when they were parsed
         if not set(views) <= set(VIEWS) or len(set(views)) != len(views):
             raise PstFastError(f"--defense-args views={p.views!r}: expected '+'-separated views among {', '.join(VIEWS)}, each once")
         if p.quorum > len(views):
@@ -111,6 +111,7 @@ class StagedTraining:
         self.candidates: list[str] = []
         self.steps_per_epoch = 1
         self.reported = 0
+        self.run_dir: Path | None = None  # the run directory the trainer hands the hooks (None: a run without files)
 
     # ----------------------------------------------------------------- setup and resume
     def _setup(self, state: TrainState, x: torch.Tensor) -> None:
@@ -120,6 +121,7 @@ class StagedTraining:
             raise PstFastError(f"--defense-args depth={self.p.depth}: model {self.cfg.model} has {len(names) - 2} blocks before its last "
                                f"block and head ({', '.join(names)}); expected 1..{len(names) - 2} or 0 (all of them)")
         self.candidates = names[:depth]
+        self.run_dir = state.run_dir
         train = state.train
         if train is None or not hasattr(train, "images"):
             raise PstFastError(f"--defense {self.cfg.defense}: its probe reads the canonical format, not an ImageFolder tree "
@@ -152,7 +154,7 @@ class StagedTraining:
         self.points = {key: (counters, self.calm)}
 
     def _file(self, name: str) -> Path | None:
-        return Path(self.cfg.out) / name if self.cfg.out else None
+        return self.run_dir / name if self.run_dir is not None else None
 
     def _copy(self, model) -> dict:
         return {b: copy.deepcopy(model.blocks[b].state_dict()) for b in self.candidates}
@@ -321,11 +323,11 @@ class StagedTraining:
         return Hooks(loss=self.loss, on_step=[self.on_step], on_epoch_end=[self.on_epoch_end])
 
 
-def pst_hooks(cfg) -> Hooks:
+def pst_hooks(cfg, p: PSTParams) -> Hooks:
     """Progressive Staged Training (Dang et al., arXiv 2306.02064; code not public, pst_fast's reconstruction): freeze the shallow blocks one by one, from initialization, as a detector sees a shortcut."""
-    return StagedTraining(cfg, parse_kv_args(cfg.defense_args, PSTParams)).hooks()
+    return StagedTraining(cfg, p).hooks()
 
 
-def pst_jpeg_hooks(cfg) -> Hooks:
+def pst_jpeg_hooks(cfg, p: PSTJpegParams) -> Hooks:
     """PST + ISS-JPEG (pst_fast's own recipe, not in the paper): at the detection hold stem..s2, JPEG-10 every batch, thaw at epoch 5."""
-    return StagedTraining(cfg, parse_kv_args(cfg.defense_args, PSTJpegParams)).hooks()
+    return StagedTraining(cfg, p).hooks()

@@ -60,12 +60,13 @@ class Cell:
 
 
 def _train_options(spec: Spec, model: str, seed: int, defense: str, params: dict, sal: bool) -> tuple:
+    from ..run import identity
     from ..training.config import TrainConfig
 
     cfg = TrainConfig(**spec.train, model=model, seed=seed, defense=defense, quiet=True,
                       defense_args=",".join(f"{k}={v}" for k, v in sorted(params.items())),
                       sal=spec.sal if sal else "", sal_args=spec.sal_args if sal else "")
-    return tuple(sorted(cfg.identity().items()))
+    return tuple(sorted(identity(cfg).items()))
 
 
 def expand(spec: Spec) -> list[Cell]:

@@ -55,7 +55,7 @@ def local_gpus(device: str) -> tuple[str, ...]:
 
 def _make_poison(attack: str, dataset: str, params: dict, seed: int, out: str, device: str, progress_file: str | None = None) -> float:
     from ..attacks import poison
-    from ..training.loop import resolve_device
+    from ..device import resolve_device
 
     if not Path(out).is_dir():  # a finished poison is a complete directory (written by rename)
         with reporting(progress_file) as shown:
@@ -65,7 +65,8 @@ def _make_poison(attack: str, dataset: str, params: dict, seed: int, out: str, d
 
 def _train_cell(config: dict, data: str, out: str, device: str, progress_file: str | None = None,
                 tensorboard: str = "") -> tuple[dict, list[dict]]:
-    from ..training import TrainConfig, train
+    from ..run import train
+    from ..training import TrainConfig
     from ..training.rundir import RunDir
 
     with reporting(progress_file) as shown:

@@ -60,9 +60,10 @@ def _json(path: Path) -> dict | None:
 def is_clean(r: dict) -> bool:
     """Whether a record trains on clean data: its id is the content hash of its dataset and its options' identity (which
     adds the defense's and SAL's renamed parameters to the stored options), a poison's id otherwise."""
+    from ..run import identity
     from ..training.config import TrainConfig
 
-    return content_id({"kind": "cell", "data": r["dataset"], "train": TrainConfig.from_dict(r["config"]).identity()}) == r["id"]
+    return content_id({"kind": "cell", "data": r["dataset"], "train": identity(TrainConfig.from_dict(r["config"]))}) == r["id"]
 
 
 def references(recs: list[dict]) -> dict[str, dict | None]:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, fields
 
 from ..errors import PstFastError
-from ..options import check_fields, identity, named_args, opt
+from ..options import check_fields, opt
 
 
 @dataclass
@@ -64,14 +64,11 @@ class TrainConfig:
     VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints", "tensorboard", "protocol")
 
     def validate(self) -> "TrainConfig":
-        """Every option checked by :func:`pst_fast.options.check_fields` (type, choices, finite, range), then the SAL arguments."""
+        """Every option checked by :func:`pst_fast.options.check_fields` (type, choices, finite, range); the defense's and
+        SAL's own arguments are parsed where the run is assembled (:func:`pst_fast.run.resolve`)."""
         check_fields(self)
         if self.sal_args and not self.sal:
             raise PstFastError(f"--sal-args {self.sal_args!r}: given without --sal")
-        if self.sal:
-            from ..metrics.sal import parse_sal_config
-
-            parse_sal_config(self.sal, self.sal_args)
         return self
 
     @property
@@ -81,17 +78,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def identity(self) -> dict:
-        """The options that determine the computation (compared when a run directory is reused), with the defense's and
-        SAL's parameters whose default changed after records were first named (see :func:`pst_fast.options.named_args`)."""
-        from ..defenses import DEFENSE_PARAMS
-        from ..metrics.sal import SALConfig
-
-        named = {"defense_params": named_args(self.defense_args, DEFENSE_PARAMS[self.defense], "--defense-args")
-                 if self.defense in DEFENSE_PARAMS else {},
-                 "sal_params": named_args(self.sal_args, SALConfig, "--sal-args") if self.sal else {}}
-        return identity(self, self.VOLATILE) | {k: v for k, v in named.items() if v}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

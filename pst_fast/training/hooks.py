@@ -32,6 +32,7 @@ class TrainState:
     log: dict = field(default_factory=dict)
     stop: bool = False
     train: Any = None                  # the training split the loader draws from (ImageDataset or FolderSplit)
+    run_dir: Any = None                # the run directory (pathlib.Path), or None for a run without files
     mean: torch.Tensor | None = None   # (1, C, 1, 1) normalization of the batches the loss hook sees:
     std: torch.Tensor | None = None    # x_normalized = (x01 - mean) / std
 

@@ -48,9 +48,9 @@ class RunDir:
     def finished(self) -> bool:
         return self.path is not None and self.file("summary.json").is_file()
 
-    def check(self) -> None:
+    def check(self, identity) -> None:
         """Before any work, without writing anything: ``--out`` is (or can become) a directory, and an existing one holds
-        this same run or nothing."""
+        this same run or nothing (``identity(cfg)``: the options that name a run's computation, :func:`pst_fast.run.identity`)."""
         if self.path is None:
             return
         if not self.finished:  # a finished run is only read
@@ -58,10 +58,10 @@ class RunDir:
         cfg_file = self.file("config.json")
         if cfg_file.is_file():
             try:
-                old = TrainConfig.from_dict(json.loads(cfg_file.read_text())["train"]).identity()
+                old = identity(TrainConfig.from_dict(json.loads(cfg_file.read_text())["train"]))
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise PstFastError(f"{cfg_file}: not a pst_fast run config; choose another --out") from None
-            new = self.cfg.identity()
+            new = identity(self.cfg)
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             if diff:
                 raise PstFastError(f"--out {self.path}: holds a different run (differs in {', '.join(diff)}); choose another --out")

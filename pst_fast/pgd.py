@@ -1,4 +1,5 @@
-"""The batched PGD engine: perturbations for the whole dataset stay resident on the device.
+"""The batched PGD engine (below both the attacks, which craft poisons with it, and the defenses, which train
+against it): perturbations for the whole dataset stay resident on the device.
 
 Batches are gathered by index from the uint8 dataset (no host round-trips, no per-sample Python);
 only the input gradient is computed (``torch.autograd.grad`` w.r.t. δ prunes every weight-gradient
@@ -13,11 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..models.fold import fold_batchnorm
-from ..ops.augment import augment_batch
-from ..ops.pgd import pgd_step_
-from ..options import opt
-from ..training.loop import amp_enabled
+from .models.fold import fold_batchnorm
+from .ops.augment import augment_batch
+from .ops.pgd import pgd_step_
+from .options import opt
+from .device import amp_enabled
 
 
 @dataclass

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pst_fast.attacks.engine import PGD, Surrogate, cycle_batches, perturb, random_crop_flip
+from pst_fast.pgd import PGD, Surrogate, cycle_batches, perturb, random_crop_flip
 from pst_fast.models import create_model
 
 
