@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PstFastError
-from ..io import atomic_torch_save, atomic_write_json
+from ..io import atomic_write_json
 from ..options import opt
 from ..training.hooks import Hooks, TrainState
 from ..training.plot import plot_trace
@@ -103,7 +102,7 @@ class StagedTraining:
         self.calm_run = 0                 # passes in a row below half the threshold
         self.next_check = p.check_every   # step of the next detector pass
         self.calm: dict | None = None     # {"step", "blocks": {name: state_dict}} at the last calm pass
-        self.points: dict[str, tuple] = {}  # step -> (counters, calm snapshot) at the last two epoch ends, for resume
+        self.loaded: dict = {}            # the state of a resumed run (load_state_dict)
         self.initial: dict | None = None  # the candidate blocks at step 0 (rollback=init)
         self.compiled: dict[tuple, object] = {}
         self.correct = self.seen = 0
@@ -130,28 +129,26 @@ class StagedTraining:
         channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         self.probe = Probe(train, self.p.probe_size, self.cfg.seed, state.mean.flatten().tolist(), state.std.flatten().tolist(), x.device,
                            channels_last, self.views if self.p.detector in ("shortcut", "acm4gap") else (), self.p.quorum)
-        self.initial = {"step": 0, "blocks": self._copy(state.model)}
-        saved = self._file("pst.json")
-        if state.step > 0 and saved is not None and saved.is_file():
-            self._resume(state, json.loads(saved.read_text()))
-        elif state.step == 0:
+        if self.loaded:  # a resumed run: the state its checkpoint holds
+            for key, value in self.loaded.items():
+                setattr(self, key, value)
+            self.reported = len(self.events)
+        else:
+            self.initial = {"step": 0, "blocks": self._copy(state.model)}
             self.calm = self.initial
 
-    def _resume(self, state: TrainState, s: dict) -> None:
-        """Continue from the checkpoint's step: what the state file holds beyond it (written just before a kill) is dropped."""
-        self.events = [e for e in s["events"] if e["step"] <= state.step]
-        self.trace = [t for t in s["trace"] if t["step"] <= state.step]
-        self.reported = len(self.events)
-        for e in self.events:
-            self.held += e.get("hold", [])
-            self.thawed = self.thawed or e["stage"] == "thaw"
-        key = str(state.step)
-        counters = s["resume"][key]
-        self.streak, self.calm_run, self.next_check = counters["streak"], counters["calm_run"], counters["next_check"]
-        self.correct, self.seen = counters["correct"], counters["seen"]
-        snapshots = torch.load(self._file("pst_snapshots.pt"), weights_only=True)
-        self.initial, self.calm = snapshots["initial"], snapshots[key]
-        self.points = {key: (counters, self.calm)}
+    STATE = ("events", "trace", "held", "thawed", "streak", "calm_run", "next_check", "correct", "seen", "initial", "calm")
+
+    def state_dict(self) -> dict:
+        """What a resumed run continues with, saved in the run's checkpoint by the trainer (the same file, so always
+        the checkpoint's own step): stages so far, detector counters, the rollback snapshots."""
+        if self.probe is None:
+            return {}
+        return {k: getattr(self, k) for k in self.STATE} | {"correct": int(self.correct), "seen": int(self.seen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Called by the trainer before a resumed run's first step; applied when the probe is set up."""
+        self.loaded = state
 
     def _file(self, name: str) -> Path | None:
         return self.run_dir / name if self.run_dir is not None else None
@@ -305,22 +302,16 @@ class StagedTraining:
         path = self._file("pst.json")
         if path is None:
             return
-        # what a run resumed from this epoch's checkpoint continues with; the previous epoch's too, since the trainer
-        # writes its checkpoint after the hooks (a kill in between resumes from the previous one)
-        self.points = dict(list(self.points.items())[-1:]) | {str(state.step): (
-            {"streak": self.streak, "calm_run": self.calm_run, "next_check": self.next_check, "correct": int(self.correct), "seen": int(self.seen)},
-            self.calm)}
-        atomic_torch_save({"initial": self.initial} | {k: calm for k, (_, calm) in self.points.items()}, self._file("pst_snapshots.pt"))
         atomic_write_json(path, {"method": "pst-jpeg (pst_fast's own recipe)" if self.jpeg else "pst (pst_fast's reconstruction of Dang et al.)",
                                  "params": dataclasses.asdict(self.p), "train_images": len(state.train), "steps_per_epoch": self.steps_per_epoch,
                                  "held": self.held, "stage": self.stage, "events": self.events,
-                                 "trace": self.trace, "resume": {k: counters for k, (counters, _) in self.points.items()}})
+                                 "trace": self.trace})
         if self.trace:  # a run shorter than check_every steps has no detector pass to draw
             plot_trace(self.trace, self.events, self._file("pst.png"), title=f"{self.cfg.defense} on {self.cfg.data} ({self.cfg.model})",
                        threshold=self.p.threshold)
 
     def hooks(self) -> Hooks:
-        return Hooks(loss=self.loss, on_step=[self.on_step], on_epoch_end=[self.on_epoch_end])
+        return Hooks(loss=self.loss, on_step=[self.on_step], on_epoch_end=[self.on_epoch_end], stateful={"pst": self})
 
 
 def pst_hooks(cfg, p: PSTParams) -> Hooks:

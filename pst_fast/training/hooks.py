@@ -9,6 +9,8 @@
 - ``on_step(state)``: after every optimizer step.
 - ``on_epoch_end(state)``: after evaluation; may add fields to ``state.log`` (written to metrics.jsonl)
   and may set ``state.stop = True``.
+- ``stateful``: name -> object with ``state_dict()`` / ``load_state_dict(d)``: saved in the run's checkpoint with the
+  model and optimizer after every epoch, and handed back before a resumed run's first step (e.g. PST's stages).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class Hooks:
     prepare_train: Callable | None = None
     on_step: list[Callable] = field(default_factory=list)
     on_epoch_end: list[Callable] = field(default_factory=list)
+    stateful: dict[str, Any] = field(default_factory=dict)
 
     def merged(self, other: "Hooks") -> "Hooks":
         """``self`` extended by ``other``: other's single-slot hooks win, callback lists concatenate."""
@@ -55,4 +58,5 @@ class Hooks:
             prepare_train=other.prepare_train or self.prepare_train,
             on_step=self.on_step + other.on_step,
             on_epoch_end=self.on_epoch_end + other.on_epoch_end,
+            stateful=self.stateful | other.stateful,
         )

@@ -48,6 +48,11 @@ def fit(cfg: TrainConfig, model, opt, loader: BatchLoader, test_loader: BatchLoa
         opt.load_state_dict(ckpt["optimizer"])
         if hasattr(opt, "sync_requires_grad"):
             opt.sync_requires_grad()
+        for name, hook in hooks.stateful.items():
+            if name not in ckpt.get("hooks", {}):
+                raise PstFastError(f"{run.file('checkpoint.pt')}: holds no {name} state (written by pst_fast 0.1.0 before it kept "
+                                   "the hooks' state in the checkpoint); train this run anew")
+            hook.load_state_dict(ckpt["hooks"][name])
     fwd = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None) if cfg.compile else model
     amp = autocast(device, cfg.amp)
     _, peak_lr = resolve_optimizer(cfg)
@@ -113,8 +118,8 @@ def fit(cfg: TrainConfig, model, opt, loader: BatchLoader, test_loader: BatchLoa
         for h in hooks.on_epoch_end:
             h(state)
         history.append(line)
-        run.save_epoch(line, {"epoch": epoch, "num_classes": train_ds.num_classes, "model": model.state_dict(), "optimizer": opt.state_dict()},
-                       keep=cfg.keep_checkpoints)
+        run.save_epoch(line, {"epoch": epoch, "num_classes": train_ds.num_classes, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                              "hooks": {name: hook.state_dict() for name, hook in hooks.stateful.items()}}, keep=cfg.keep_checkpoints)
         if run.path is not None:
             plot_curves(history, run.file("curves.png"), title=f"{cfg.model} on {cfg.data} ({cfg.defense})")
         if not cfg.quiet:
