@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, fields
 
 from ..errors import PstFastError
-from ..options import check_fields, identity, named_args, opt
+from ..options import coerce, identity, named_args, opt
 
 
 @dataclass
@@ -64,15 +64,16 @@ class TrainConfig:
     VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints", "tensorboard", "protocol")
 
     def validate(self) -> "TrainConfig":
-        """Every option checked by :func:`pst_fast.options.check_fields` (type, choices, finite, range), then the SAL arguments."""
-        check_fields(self)
-        if self.sal_args and not self.sal:
-            raise PstFastError(f"--sal-args {self.sal_args!r}: given without --sal")
-        if self.sal:
+        """This config with every option coerced by :func:`pst_fast.options.coerce` (strings typed; type, choices, finite,
+        range checked; named by their flags), then the SAL arguments checked."""
+        cfg = coerce(type(self), {f.name: getattr(self, f.name) for f in fields(self)}, "", flags=True)
+        if cfg.sal_args and not cfg.sal:
+            raise PstFastError(f"--sal-args {cfg.sal_args!r}: given without --sal")
+        if cfg.sal:
             from ..metrics.sal import parse_sal_config
 
-            parse_sal_config(self.sal, self.sal_args)
-        return self
+            parse_sal_config(cfg.sal, cfg.sal_args)
+        return cfg
 
     @property
     def eval_split(self) -> str:
