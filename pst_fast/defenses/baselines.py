@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks.engine import PGD, perturb
-from ..errors import PstFastError
 from ..options import opt, parse_kv_args
 from ..training.hooks import Hooks, TrainState
 from . import transforms
@@ -22,19 +21,19 @@ from . import transforms
 
 @dataclass
 class ATParams:
-    eps: float = opt(8 / 255, "L-inf radius of the training-time attack (pixels in [0, 1])")
-    step_size: float = opt(2 / 255, "PGD step size")
-    steps: int = opt(10, "PGD steps per batch (Madry et al.: 10)")
+    eps: float = opt(8 / 255, "L-inf radius of the training-time attack (pixels in [0, 1])", gt=0)
+    step_size: float = opt(2 / 255, "PGD step size", gt=0)
+    steps: int = opt(10, "PGD steps per batch (Madry et al.: 10)", ge=1)
 
 
 @dataclass
 class JPEGParams:
-    quality: int = opt(10, "JPEG quality (ISS: 10)")
+    quality: int = opt(10, "JPEG quality (ISS: 10)", ge=1, le=95)
 
 
 @dataclass
 class BitDepthParams:
-    bits: int = opt(2, "bits kept per channel (ISS: 2)")
+    bits: int = opt(2, "bits kept per channel (ISS: 2)", ge=1, le=7)
     method: str = opt("posterize", "posterize: keep the top bits, {0,64,128,192} at 2 bits (ISS's RandomPosterize); round: the "
                       "nearest of 2^bits levels over 0..255, {0,85,170,255} (pst_fast's earlier default; not ISS's)",
                       ("posterize", "round"), later=True, earlier="round")
@@ -42,12 +41,12 @@ class BitDepthParams:
 
 @dataclass
 class CutoutParams:
-    size: int = opt(16, "side of the square cut out, pixels")
+    size: int = opt(16, "side of the square cut out, pixels", ge=1)
 
 
 @dataclass
 class MixParams:
-    alpha: float = opt(1.0, "Beta(alpha, alpha) distribution of the mixing weight")
+    alpha: float = opt(1.0, "Beta(alpha, alpha) distribution of the mixing weight", gt=0)
 
 
 @dataclass
@@ -59,8 +58,8 @@ class UEraserParams:
 
 @dataclass
 class UEraserMaxParams(UEraserParams):
-    repeats: int = opt(5, "augmented draws per image; the loss is the per-image maximum over them")
-    max_epochs: float = opt(10.0, "epochs with the max-over-draws loss (then one draw, as UEraser-Lite)")
+    repeats: int = opt(5, "augmented draws per image; the loss is the per-image maximum over them", ge=1)
+    max_epochs: float = opt(10.0, "epochs with the max-over-draws loss (then one draw, as UEraser-Lite)", gt=0)
 
 
 def _generator(state: TrainState, device, salt: int) -> torch.Generator:
@@ -82,20 +81,9 @@ def _ce(logits: torch.Tensor, y: torch.Tensor, state: TrainState, reduction: str
     return F.cross_entropy(logits.float(), y, label_smoothing=state.cfg.label_smoothing, reduction=reduction)
 
 
-def _params(cfg, cls):
-    p = parse_kv_args(cfg.defense_args, cls)
-    for f in dataclasses.fields(p):
-        value, choices = getattr(p, f.name), f.metadata.get("choices")
-        if choices and value not in choices:
-            raise PstFastError(f"--defense-args {f.name}={value}: expected one of {', '.join(choices)}")
-        if not choices and value <= 0:
-            raise PstFastError(f"--defense-args {f.name}={value}: expected a positive value")
-    return p
-
-
 def adversarial_training(cfg) -> Hooks:
     """Adversarial training (Madry et al. 2018): PGD-10, L-inf 8/255, step 2/255, random start, on every batch."""
-    p = _params(cfg, ATParams)
+    p = parse_kv_args(cfg.defense_args, ATParams)
     pgd = PGD(steps=p.steps, step_size=p.step_size, eps=p.eps, direction=1, random_start=True)
 
     def loss(fwd, x, y, state):
@@ -119,9 +107,7 @@ def _iss(transform) -> Hooks:
 
 def iss_jpeg(cfg) -> Hooks:
     """ISS (Liu et al. 2023): JPEG-compress every training image once (quality 10)."""
-    p = _params(cfg, JPEGParams)
-    if p.quality > 95:
-        raise PstFastError(f"--defense-args quality={p.quality}: expected 1..95")
+    p = parse_kv_args(cfg.defense_args, JPEGParams)
     return _iss(lambda images: transforms.jpeg(images, p.quality))
 
 
@@ -132,9 +118,7 @@ def iss_gray(cfg) -> Hooks:
 
 def iss_bdr(cfg) -> Hooks:
     """ISS (Liu et al. 2023): reduce every training image to 2 bits per channel once (posterize, as ISS)."""
-    p = _params(cfg, BitDepthParams)
-    if p.bits > 7:
-        raise PstFastError(f"--defense-args bits={p.bits}: expected 1..7")
+    p = parse_kv_args(cfg.defense_args, BitDepthParams)
     return _iss(lambda images: transforms.bit_depth(images, p.bits, p.method))
 
 
@@ -155,13 +139,13 @@ def _augmented(augment, salt: int) -> Hooks:
 
 def ueraser_lite(cfg) -> Hooks:
     """UEraser-Lite (Qin et al. 2023): plasma brightness/contrast, channel shuffle and TrivialAugment (kornia's), one draw per image."""
-    p = _params(cfg, UEraserParams)
+    p = parse_kv_args(cfg.defense_args, UEraserParams)
     return _augmented(lambda x01, g: transforms.ueraser(x01, g, p.policy), 2)
 
 
 def ueraser_max(cfg) -> Hooks:
     """UEraser-Max (Qin et al. 2023): the loss of the worst of 5 UEraser draws per image for the first 10 epochs."""
-    p = _params(cfg, UEraserMaxParams)
+    p = parse_kv_args(cfg.defense_args, UEraserMaxParams)
 
     def loss(fwd, x, y, state):
         g = _generator(state, x.device, 3)
@@ -187,7 +171,7 @@ def ueraser_max(cfg) -> Hooks:
 
 def cutout(cfg) -> Hooks:
     """Cutout (DeVries & Taylor 2017): one 16x16 square per image set to the dataset mean."""
-    p = _params(cfg, CutoutParams)
+    p = parse_kv_args(cfg.defense_args, CutoutParams)
 
     def loss(fwd, x, y, state):
         state.logits = fwd(transforms.cutout(x, p.size, _generator(state, x.device, 4)))
@@ -198,7 +182,7 @@ def cutout(cfg) -> Hooks:
 
 def _mix(mode: str, salt: int):
     def build(cfg) -> Hooks:
-        p = _params(cfg, MixParams)
+        p = parse_kv_args(cfg.defense_args, MixParams)
 
         def loss(fwd, x, y, state):
             xm, perm, lam = transforms.mix_pairs(x, p.alpha, mode, _generator(state, x.device, salt))
