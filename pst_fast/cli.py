@@ -6,6 +6,7 @@ import dataclasses
 import sys
 
 from .errors import PstFastError
+from .options import flag_of, kind, parse
 from .text import printable
 
 EPILOG = """examples:
@@ -29,10 +30,21 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
     pass
 
 
+def parsed_as(typ: type):
+    """argparse ``type=``: a command-line string as a ``typ`` value by :func:`pst_fast.options.parse` (what ``key=value``
+    arguments and sweep specs use)."""
+    def convert(text: str):
+        try:
+            return parse(text, typ)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+    return convert
+
+
 def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
     """One ``--option`` per dataclass field, with its type, default, choices and help text."""
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_of(f.name)
         kw = dict(default=f.default, help=f.metadata.get("help", ""), dest=f.name)
         if f.type in (bool, "bool"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
@@ -40,8 +52,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
             choices = f.metadata.get("choices")
             parser.add_argument(flag, nargs="?", const=f.metadata["const"], choices=choices, metavar="{" + ",".join(c for c in choices if c) + "}", **kw)
         else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            parser.add_argument(flag, type=typ, choices=f.metadata.get("choices"), metavar=f.name.upper() if not f.metadata.get("choices") else None, **kw)
+            parser.add_argument(flag, type=parsed_as(kind(f)), choices=f.metadata.get("choices"), metavar=f.name.upper() if not f.metadata.get("choices") else None, **kw)
 
 
 def cmd_train(args) -> None:

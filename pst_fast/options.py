@@ -1,10 +1,12 @@
 """Option fields: dataclass fields that carry their help text and their valid values, so the CLI is built from the
-dataclass and every value is checked by one function, :func:`check` (via :func:`check_field` / :func:`check_fields`),
-wherever it comes from: the command line, a sweep spec, ``key=value`` arguments or the Python API."""
+dataclass and every set of values becomes an instance through one function, :func:`coerce` (strings typed by
+:func:`parse`, every value checked by :func:`check`), wherever it comes from: the command line, a sweep spec,
+``key=value`` arguments or the Python API."""
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import field
 
 from .errors import PstFastError
@@ -53,6 +55,10 @@ def bounds(f: dataclasses.Field) -> dict:
     return {"ge": 0} if f.default >= 0 else {}
 
 
+def _a(typ: type) -> str:
+    return "an integer" if typ is int else f"a {typ.__name__}"
+
+
 _WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 _HOLDS = {"ge": lambda v, b: v >= b, "gt": lambda v, b: v > b, "le": lambda v, b: v <= b, "lt": lambda v, b: v < b}
 
@@ -64,7 +70,7 @@ def check(value, flag: str, typ: type, choices=None, **limits):
     number = typ in (int, float)
     ok = isinstance(value, (int, float) if typ is float else typ) and not (number and isinstance(value, bool))
     if not ok:
-        raise PstFastError(f"{flag}={value!r}: expected {'an integer' if typ is int else 'a ' + typ.__name__}, got {type(value).__name__}")
+        raise PstFastError(f"{flag}={value!r}: expected {_a(typ)}, got {type(value).__name__}")
     if choices and value not in choices:
         raise PstFastError(f"{flag}={value!r}: expected one of {', '.join(map(str, choices))}")
     if number:
@@ -75,36 +81,62 @@ def check(value, flag: str, typ: type, choices=None, **limits):
     return value
 
 
-def check_field(f: dataclasses.Field, value, flag: str):
-    """``value`` checked against the option field ``f`` (see :func:`check`)."""
-    return check(value, flag, kind(f), f.metadata.get("choices"), **bounds(f))
-
-
 def flag_of(name: str) -> str:
+    """The command-line flag of an option: ``label_smoothing`` -> ``--label-smoothing``."""
     return "--" + name.replace("_", "-")
 
 
-def check_fields(obj, flag=flag_of) -> None:
-    """Every option field of the dataclass instance ``obj`` checked (``flag(name)`` names it in errors)."""
-    for f in dataclasses.fields(obj):
-        if "help" in f.metadata:
-            check_field(f, getattr(obj, f.name), flag(f.name))
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def parse(text: str, typ: type):
+    """``text`` (from a command line, ``key=value`` arguments or a spec) as a ``typ`` value: for a bool one of the words
+    true/false, yes/no, on/off, 1/0 (any case), else ``int(text)``, ``float(text)`` or ``text`` itself; a ValueError
+    saying what was expected when it is none."""
+    if typ is bool:
+        if text.strip().lower() not in _BOOLS:
+            raise ValueError("expected a bool: true/false, yes/no, on/off or 1/0")
+        return _BOOLS[text.strip().lower()]
+    try:
+        return typ(text)
+    except ValueError:
+        raise ValueError(f"expected {_a(typ)}") from None
+
+
+def coerce(cls, values: Mapping[str, object], where: str | Callable[[str], str], *, flags: bool = False):
+    """``cls(**values)`` for the option dataclass ``cls``: unknown keys refused, strings parsed to their field's kind
+    (:func:`parse`; a value of another type is kept, so an int passes for a float unchanged and records named by their
+    options keep their names), every value checked (:func:`check`: type, choices, finite, bounds).
+
+    Errors are one line, ``f"{where} {key}=...: expected ..."``: ``where`` names the source (``"--defense-args"``,
+    ``"attack em: parameter"``), or is a function of the key (a spec's ``"file:line: [table]"``); ``flags``: keys are
+    named as command-line flags (``--label-smoothing``)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    name = flag_of if flags else str
+
+    def named(key: str) -> str:
+        return f"{where(key) if callable(where) else where} {name(key)}".lstrip()
+
+    typed = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise PstFastError(f"{named(key)}: unknown key; expected one of {', '.join(map(name, fields))}")
+        f = fields[key]
+        if isinstance(value, str) and kind(f) is not str:
+            try:
+                value = parse(value, kind(f))
+            except ValueError as e:
+                raise PstFastError(f"{named(key)}={value!r}: {e}") from None
+        typed[key] = check(value, named(key), kind(f), f.metadata.get("choices"), **bounds(f))
+    return cls(**typed)
 
 
 def parse_kv_args(text: str, cls, flag: str = "--defense-args"):
-    """``'key=value,key=value'`` -> ``cls(**values)``, typed by the dataclass defaults and checked by :func:`check_field`;
-    one-line errors."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    """``'key=value,key=value'`` (``-`` in a key read as ``_``) -> ``cls(**values)`` by :func:`coerce`; one-line errors."""
     values = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
-            raise PstFastError(f"{flag} {item!r}: expected key=value with key one of {', '.join(fields)}")
-        typ = kind(fields[key])
-        try:
-            value = typ(raw) if typ is not bool else raw.lower() in ("1", "true", "yes", "on")
-        except ValueError:
-            raise PstFastError(f"{flag} {key}={raw!r}: expected a {typ.__name__}") from None
-        values[key] = check_field(fields[key], value, f"{flag} {key}")
-    return cls(**values)
+        if not sep:
+            raise PstFastError(f"{flag} {item!r}: expected key=value")
+        values[key.strip().replace("-", "_")] = raw
+    return coerce(cls, values, flag)

@@ -61,8 +61,8 @@ def test_seeded(clean, tmp_path):
         ("nope", {}, "unknown attack 'nope'"),
         ("random", {"eps": 0.0}, "eps=0.0 must lie in"),
         ("random", {"eps": 2.0}, "eps=2.0 must lie in"),
-        ("random", {"radius": 1}, "unknown parameter 'radius'"),
-        ("lsp", {"patch_size": "big"}, "patch_size='big': expected an integer, got str"),
+        ("random", {"radius": 1}, "attack random: parameter radius: unknown key; expected one of"),
+        ("lsp", {"patch_size": "big"}, "parameter patch_size='big': expected an integer"),
         ("em-class", {"sweep_portion": 0.0, "max_rounds": 1}, "--sweep-portion 0.0: expected a fraction"),
     ],
 )

@@ -231,8 +231,8 @@ def test_detector_window_is_counted_from_the_last_hold():
 
 @pytest.mark.parametrize("args, match", [
     ("detector=nonsense", "expected one of shortcut, acm4gap, train-acc"),
-    ("colour=red", "expected key=value with key one of"),
-    ("check_every=often", "expected a int"),
+    ("colour=red", "--defense-args colour: unknown key; expected one of"),
+    ("check_every=often", "--defense-args check_every='often': expected an integer"),
     ("views=gray+sepia", "expected '\\+'-separated views among"),
     ("quorum=4", "quorum=4: expected 1..3"),
     ("depth=4", "expected 1..3 or 0"),

@@ -151,7 +151,8 @@ def test_sal_config_modes_and_errors():
     assert (exact.rounds, exact.subset, exact.every) == (10, 0, 1) and fast.subset > 0 and fast.rounds < 10
     assert parse_sal_config("fast", "rounds=5,subset=0").rounds == 5
     assert [e for e in range(10) if fast.measures(e, 10)] == [e for e in range(10) if (e + 1) % fast.every == 0 or e == 9]
-    for bad, match in (("round=3", "--sal-args 'round=3': expected key=value"), ("rounds=x", "expected a int"),
+    for bad, match in (("round=3", "--sal-args round: unknown key; expected one of"), ("rounds", "--sal-args 'rounds': expected key=value"),
+                       ("rounds=x", "--sal-args rounds='x': expected an integer"),
                        ("data=val", "data='val'"), ("radius=0", "radius > 0")):
         with pytest.raises(PstFastError, match=match):
             parse_sal_config("fast", bad)

@@ -89,11 +89,11 @@ def test_alias_runs_one_defense_with_other_parameters():
 
 @pytest.mark.parametrize("text,match", [
     (BASE + "[attacks.emm]\n", r"<spec>:8: \[attacks.emm\]: unknown attack 'emm'"),
-    (BASE.replace("epochs = 2", "epoch = 2"), r"<spec>:5: \[train\] epoch: unknown training option"),
-    (BASE.replace("epochs = 2", 'epochs = "two"'), r"<spec>:5: \[train\] epochs='two': expected an integer, got str"),
+    (BASE.replace("epochs = 2", "epoch = 2"), r"<spec>:5: \[train\] epoch: unknown key; expected one of data, loader, "),
+    (BASE.replace("epochs = 2", 'epochs = "two"'), r"<spec>:5: \[train\] epochs='two': expected an integer$"),
     (BASE + "[attacks.em]\nmax_rounds = 2.5\n", r"<spec>:\d+: \[attacks.em\] max_rounds=2.5: expected an integer"),
     (BASE + '[attacks.em]\namp = "fast"\n', r"<spec>:\d+: \[attacks.em\] amp='fast': expected one of auto, on, off"),
-    (BASE + "[defenses.pst]\nthaw = 3\n", r"\[defenses.pst\] thaw: unknown parameter"),
+    (BASE + "[defenses.pst]\nthaw = 3\n", r"\[defenses.pst\] thaw: unknown key; expected one of"),
     (BASE.replace("seeds = [0]", "seeds = []"), r"\[sweep\] seeds: is empty"),
     (BASE.replace("[attacks.lsp]", ""), r"no \[attacks.NAME\] section"),
     (BASE.replace("seeds = [0]", 'seed = [0]'), r"<spec>:3: \[sweep\] seed: unknown key"),

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data.format import ImageDataset, write_poison
 from ..errors import PstFastError
-from ..options import check_field
+from ..options import coerce
 
 
 @dataclass
@@ -43,14 +43,9 @@ class Poison:
 
 
 def params_from(spec: AttackSpec, overrides: dict):
-    """The attack's parameter dataclass with ``overrides`` applied; unknown names, wrong types, non-finite and
-    out-of-range values are refused (:func:`pst_fast.options.check_field`)."""
-    fields = {f.name: f for f in dataclasses.fields(spec.params)}
-    for k, v in overrides.items():
-        if k not in fields:
-            raise PstFastError(f"attack {spec.name}: unknown parameter {k!r} (expected one of {', '.join(fields)})")
-        check_field(fields[k], v, f"attack {spec.name}: parameter {k}")
-    p = spec.params(**overrides)
+    """The attack's parameter dataclass with ``overrides`` applied by :func:`pst_fast.options.coerce` (errors name
+    ``attack NAME: parameter KEY``), then its budget checked against the norm."""
+    p = coerce(spec.params, overrides, f"attack {spec.name}: parameter")
     eps = getattr(p, "eps", None)
     if eps is not None and spec.norm == "linf" and not 0 < eps <= 1:
         raise PstFastError(f"attack {spec.name}: eps={eps} must lie in (0, 1] (pixel units; 8/255 = {8 / 255:.5f})")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import PstFastError
-from ..options import check, check_field
+from ..options import check, coerce
 
 TOP = {"sweep", "train", "attacks", "defenses", "resources"}
 SWEEP_KEYS = {"name": (str, {}), "datasets": (list, {}), "models": (list, {}), "seeds": (list, {}), "metrics": (list, {}),
@@ -106,14 +106,22 @@ def _typed(path, text, table, key, value, want: tuple) -> None:
     _checked(path, text, table, key, lambda: check(value, key, typ, None, **limits))
 
 
-def _params(path, text, table, cls, values: dict) -> dict:
-    """``values`` checked against the dataclass ``cls`` (names, types, choices, finite, ranges); returns them."""
-    fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
-    for k, v in values.items():
-        if k not in fields:
-            _fail(path, text, table, k, f"unknown parameter; expected one of {', '.join(fields) or '(none)'}")
-        _checked(path, text, table, k, check_field, fields[k], v, k)
-    return dict(values)
+def _coerce(path, text, table, cls, values: dict):
+    """``cls`` from the ``[table]`` ``values`` by :func:`pst_fast.options.coerce`, an error placed at its key's line; a
+    table of a defense without parameters (``cls`` None) must be empty."""
+    if cls is None:
+        if values:
+            _fail(path, text, table, next(iter(values)), "takes no parameters")
+        return None
+    try:
+        return coerce(cls, values, lambda key: f"{_where(path, text, table, key)}: [{table}]")
+    except PstFastError as e:
+        raise SpecError(str(e)) from None
+
+
+def _given(obj, values: dict) -> dict:
+    """The keys of ``values`` as the coerced ``obj`` holds them (what the table said, typed)."""
+    return {k: getattr(obj, k) for k in values}
 
 
 def _no_repeats(path, text, table, key, values: list) -> None:
@@ -176,12 +184,11 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         if bad:
             _fail(path, text, "sweep", key, f"{bad[0]!r} is not {expected}")
     train = doc.get("train", {})
-    tfields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for k, v in train.items():
-        if k not in tfields or k in ("data", "out", "defense", "defense_args", "seed", "model", "sal", "sal_args"):
+    for k in train:
+        if k in ("data", "out", "defense", "defense_args", "seed", "model", "sal", "sal_args"):
             _fail(path, text, "train", k, "not a training option a sweep sets ('pst-fast train --help'; data, model, seed, "
-                  "defense and SAL come from the grid)" if k in tfields else "unknown training option ('pst-fast train --help')")
-        _checked(path, text, "train", k, check_field, tfields[k], v, k)
+                  "defense and SAL come from the grid)")
+    train = _given(_coerce(path, text, "train", TrainConfig, train), train)
     from ..training.protocols import with_protocol
 
     try:
@@ -216,8 +223,9 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         if name not in ATTACKS:
             _fail(path, text, table, "attack" if "attack" in doc["attacks"][alias] else None,
                   f"unknown attack {name!r}; expected one of {CLEAN}, {', '.join(ATTACKS)}")
-        attacks.append((alias, name, _params(path, text, table, ATTACKS[name].params, values)))
-        p = _checked(path, text, table, None, params_from, ATTACKS[name], values)
+        values = _given(_coerce(path, text, table, ATTACKS[name].params, values), values)
+        attacks.append((alias, name, values))
+        p = _checked(path, text, table, "eps", params_from, ATTACKS[name], values)
         resolved.append((alias, name, {"attack": name, **identity(p)}))
     _no_twins(path, text, "attacks", resolved)
     defenses, resolved = [], []
@@ -228,9 +236,9 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
         if name not in DEFENSES:
             _fail(path, text, table, "defense" if "defense" in doc["defenses"][alias] else None,
                   f"unknown defense {name!r}; expected one of {', '.join(sorted(DEFENSES))}")
-        defenses.append((alias, name, _params(path, text, table, DEFENSE_PARAMS.get(name), values)))
-        cls = DEFENSE_PARAMS.get(name)
-        resolved.append((alias, name, {"defense": name, **(dataclasses.asdict(cls(**values)) if cls else {})}))
+        p = _coerce(path, text, table, DEFENSE_PARAMS.get(name), values)
+        defenses.append((alias, name, _given(p, values) if p else {}))
+        resolved.append((alias, name, {"defense": name, **(dataclasses.asdict(p) if p else {})}))
     _no_twins(path, text, "defenses", resolved)
     resources = doc.get("resources", {})
     for k, v in resources.items():

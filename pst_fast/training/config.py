@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, fields
 
 from ..errors import PstFastError
-from ..options import check_fields, opt
+from ..options import coerce, opt
 
 
 @dataclass
@@ -64,12 +64,13 @@ class TrainConfig:
     VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints", "tensorboard", "protocol")
 
     def validate(self) -> "TrainConfig":
-        """Every option checked by :func:`pst_fast.options.check_fields` (type, choices, finite, range); the defense's and
-        SAL's own arguments are parsed where the run is assembled (:func:`pst_fast.run.resolve`)."""
-        check_fields(self)
-        if self.sal_args and not self.sal:
-            raise PstFastError(f"--sal-args {self.sal_args!r}: given without --sal")
-        return self
+        """This config with every option coerced by :func:`pst_fast.options.coerce` (strings typed; type, choices, finite,
+        range checked; named by their flags); the defense's and SAL's own arguments are parsed where the run is assembled
+        (:func:`pst_fast.run.resolve`)."""
+        cfg = coerce(type(self), {f.name: getattr(self, f.name) for f in fields(self)}, "", flags=True)
+        if cfg.sal_args and not cfg.sal:
+            raise PstFastError(f"--sal-args {cfg.sal_args!r}: given without --sal")
+        return cfg
 
     @property
     def eval_split(self) -> str:
