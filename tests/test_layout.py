@@ -4,6 +4,7 @@ else is installed; in the installed layout (the subpackages inside ``pst_fast/``
 added. Each case runs in a fresh interpreter started elsewhere, with only PYTHONPATH pointing at the tree."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,3 +72,11 @@ def test_setup_maps_the_same_folders():
     for name in FOLDERS:
         assert f'"pst_fast.{name}": "{name}"' in setup, f"setup.py does not map {name}/ to pst_fast.{name}"
 
+
+def test_ops_table_names_every_op_and_existing_files():
+    import pst_fast.ops
+
+    doc = pst_fast.ops.__doc__
+    paths = re.findall(r"[\w/]+\.(?:py|cpp)\b", doc)
+    assert paths and not [p for p in paths if not (ROOT / p).is_file()]
+    assert not [name for name in pst_fast.ops.__all__ if name not in doc]
