@@ -256,7 +256,7 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
         run.save_epoch(line, {"epoch": epoch, "num_classes": train_ds.num_classes, "model": model.state_dict(), "optimizer": opt.state_dict()},
                        keep=cfg.keep_checkpoints)
         if run.path is not None:
-            plot_curves(history, run.file("curves.png"), title=f"{cfg.model} on {cfg.data} ({cfg.defense})")
+            plot_curves(history, run.file("curves.png"), title=f"{cfg.model} on {data.describe(cfg.data, cfg.poison)} ({cfg.defense})")
         if not cfg.quiet:
             test = f"  {ev} acc {line[f'{ev}_acc']:.4f}" if f"{ev}_acc" in line else ""
             tqdm.write(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {line['train_loss']:.4f}  train acc {line['train_acc']:.4f}{test}  {line['images_per_second']:.0f} img/s")
