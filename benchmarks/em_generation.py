@@ -31,6 +31,7 @@ from pst_fast.models import create_model
 from pst_fast.models.flops import count_flops
 from pst_fast.training.loop import amp_enabled
 
+
 class PerSample(torch.utils.data.Dataset):
     """What torchvision's CIFAR10 + ToTensor hands the official loop: one float CHW image at a time."""
 

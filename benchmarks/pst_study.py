@@ -73,7 +73,7 @@ def table(out: Path, datas: dict, recipes: dict, seeds: list[int], header: str) 
             means[recipe].append(mean)
         lines.append(f"| {data} | " + " | ".join(cells) + " |")
     avg = [f"**{sum(m) / len(m):.1f}**" if m and None not in m else "—" for m in means.values()]
-    lines.append(f"| **average** | " + " | ".join(avg) + " |")
+    lines.append("| **average** | " + " | ".join(avg) + " |")
     return "\n".join(lines) + "\n"
 
 

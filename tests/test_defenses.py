@@ -145,8 +145,8 @@ def test_defenses_change_training(small, tmp_path):
 
 
 def test_adversarial_training_perturbs_within_budget(small):
-    from pst_fast.defenses.baselines import ATParams
     from pst_fast.attacks.engine import PGD, perturb
+    from pst_fast.defenses.baselines import ATParams
     from pst_fast.models import create_model
 
     torch.manual_seed(0)

@@ -17,15 +17,15 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import write_noise_dataset
 from PIL import Image
 
-from conftest import write_noise_dataset
 from pst_fast import data
 from pst_fast.attacks import ATTACKS, poison
 from pst_fast.attacks.base import effective_delta, params_from
 from pst_fast.cli import fail_if_cells_failed, main
-from pst_fast.data.format import read_dataset, write_dataset, write_poison
 from pst_fast.data.folder import scan
+from pst_fast.data.format import read_dataset, write_dataset, write_poison
 from pst_fast.data.grid import info_text
 from pst_fast.data.importers import decode_image, import_source, jpeg_truncated
 from pst_fast.data.interop import export_png, import_poison

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import write_noise_dataset
 from PIL import Image
 
-from conftest import write_noise_dataset
 from pst_fast import data
 from pst_fast.attacks import poison
 from pst_fast.attacks.base import effective_delta, quantize

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from ..data.format import ImageDataset
 from ..errors import PstFastError
-from ..options import opt
 from ..models import create_model
+from ..options import opt
 from ..training import Hooks, train as train_model
 from ..training.rundir import load_checkpoint
 from .base import Poison, effective_delta, quantize

@@ -30,8 +30,8 @@ from ..data.folder import FolderSplit
 from ..data.folder_loader import IMAGENET_MEAN, IMAGENET_STD
 from ..data.format import ImageDataset
 from ..errors import PstFastError
-from ..options import opt
 from ..models import create_model
+from ..options import opt
 from .base import Poison, effective_delta, quantize
 from .engine import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, surrogate_amp, surrogate_name
 

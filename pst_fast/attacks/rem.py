@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from ..data.format import ImageDataset
 from ..errors import PstFastError
-from ..options import opt
 from ..models import create_model
 from ..ops.pgd import pgd_step_
+from ..options import opt
 from .base import Poison, effective_delta, quantize
 from .engine import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, random_crop_flip, surrogate_amp, surrogate_name
 

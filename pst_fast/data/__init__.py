@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 from ..errors import DataError
+from . import embedded
 from .folder import is_image_folder
 from .format import ImageDataset, read_dataset, write_dataset
-from . import embedded
 
 SPLITS = ("train", "test")
 
