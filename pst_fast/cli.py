@@ -440,7 +440,7 @@ def build_parser(protocol: str = "") -> argparse.ArgumentParser:
     qs.add_argument("--out", default=None, help="report directory (default: quickstart-report, or quickstart-amp-on-report)")
     qs.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
                     help="bf16 autocast of training and of EM's surrogate: auto keeps the spec (float32 on CPU, bf16 on CUDA); "
-                         "on pays off on a CPU with AVX512-BF16 (SAL stays float32; measured: docs/sweeps.md) and gives its own database and report")
+                         "on is faster on a CPU with AVX512-BF16 (SAL stays float32; measured: docs/sweeps.md) and gives its own database and report")
     qs.set_defaults(func=cmd_quickstart)
 
     rp = sub.add_parser("report", help="tables and plots of a sweep database (a static HTML site + Markdown, or CSV/JSON records)",
