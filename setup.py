@@ -1,5 +1,6 @@
 """Build the pybind11 extension ``pst_fast._C`` from ``csrc/`` and map ``kernels/`` to ``pst_fast.kernels``
-and ``benchmarks/`` to ``pst_fast.benchmarks`` (the suite of ``pst-fast bench``).
+and ``benchmarks/`` to ``pst_fast.benchmarks`` (the suite of ``pst-fast bench``) in the installed package; a checkout
+imports the same folders under those names without an install (``pst_fast/checkout.py``).
 
 The extension needs no torch headers: Python passes contiguous buffers (raw pointers plus sizes).
 """

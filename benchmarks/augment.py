@@ -74,7 +74,7 @@ def suite(quick: bool, peaks: Peaks) -> list[Entry]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="5000 rows, fewer and shorter repeats (under a minute)")
+    p.add_argument("--quick", action="store_true", help="5000 rows, fewer and shorter repeats")
     p.add_argument("--rows", type=int, default=None, help="dataset rows (default 50000, 5000 with --quick)")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--repeat", type=int, default=None, help="measured samples per row (default 7, 5 with --quick)")

@@ -24,12 +24,13 @@ import torch.nn.functional as F
 
 from pst_fast import data
 from pst_fast.attacks.em import EMParams, error_minimizing
-from pst_fast.pgd import PGD, Surrogate, gather, perturb
 from pst_fast.benchmark import Entry, Peaks, entry, matmul_peak_gflops, measure, ratio_text
 from pst_fast.data.format import ImageDataset
+from pst_fast.device import amp_enabled
 from pst_fast.models import create_model
 from pst_fast.models.flops import count_flops
-from pst_fast.device import amp_enabled
+from pst_fast.pgd import PGD, Surrogate, gather, perturb
+
 
 class PerSample(torch.utils.data.Dataset):
     """What torchvision's CIFAR10 + ToTensor hands the official loop: one float CHW image at a time."""

@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps per run (detection needs the first epochs)")
     ap.add_argument("--epochs", type=int, default=15, help="the schedule's length (warm-up and cosine), as in a full run")
     ap.add_argument("--patience", type=int, default=2, help="passes in a row at or above a threshold that fire a rule")
-    ap.add_argument("--amp", default="on", help="bf16 autocast (on: 1.6x on a CPU with AVX512-BF16, same accuracy)")
+    ap.add_argument("--amp", default="on", help="bf16 autocast: on or off (on: faster on a CPU with AVX512-BF16, same accuracy, docs/benchmarks.md)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--table-only", action="store_true")
     a = ap.parse_args()

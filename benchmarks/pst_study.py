@@ -73,7 +73,7 @@ def table(out: Path, datas: dict, recipes: dict, seeds: list[int], header: str) 
             means[recipe].append(mean)
         lines.append(f"| {data} | " + " | ".join(cells) + " |")
     avg = [f"**{sum(m) / len(m):.1f}**" if m and None not in m else "—" for m in means.values()]
-    lines.append(f"| **average** | " + " | ".join(avg) + " |")
+    lines.append("| **average** | " + " | ".join(avg) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -110,7 +110,7 @@ def main():
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--epochs", type=int, default=15, help="training epochs of every run (the trainer's default: 15)")
     ap.add_argument("--val-split", type=int, default=1000, help="validation images carved from the training split; 0 = evaluate on the test split")
-    ap.add_argument("--amp", default="on", help="bf16 autocast (on: 1.6x on a CPU with AVX512-BF16 at the same accuracy)")
+    ap.add_argument("--amp", default="on", help="bf16 autocast: on or off (on: faster on a CPU with AVX512-BF16 at the same accuracy, docs/benchmarks.md)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--table-only", action="store_true", help="tabulate the finished runs in OUT, train nothing ('—' = not run)")
     args = ap.parse_args()

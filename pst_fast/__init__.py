@@ -5,10 +5,17 @@ one-call functions ``poison``, ``train``, ``pst``, ``sal``, ``ud``; ``TrainConfi
 ``create_model`` / ``list_models``; ``DeviceLoader``; the freeze-aware optimizers ``FreezeAwareSGD`` /
 ``FreezeAwareAdamW``; and the modules ``data``, ``ops`` (custom ops), ``models``, ``training``, ``defenses``,
 ``attacks``, ``metrics``, ``backend``.
+
+From a source checkout, ``pst_fast.kernels`` and ``pst_fast.benchmarks`` are its top-level ``kernels/`` and
+``benchmarks/`` (:mod:`pst_fast.checkout`).
 """
 from __future__ import annotations
 
 import importlib
+
+from . import checkout
+
+checkout.install()
 
 __version__ = "0.1.0"
 

@@ -46,8 +46,8 @@ def sal(run: str | Path, mode: str = "fast", out: str | Path | None = None, devi
     """Per-layer SAL of a finished run from its kept per-epoch weights (``keep_checkpoints=True``); ``knobs`` are the
     SAL knobs (``pst-fast sal --help``: rounds, subset, every, ...). Returns the SALRecord (also saved to ``out``,
     default the run directory)."""
-    from .run import measure_sal
     from .metrics.sal import parse_sal_config
+    from .run import measure_sal
 
     return measure_sal(run, parse_sal_config(mode, ",".join(f"{k}={v}" for k, v in knobs.items())), out, device, quiet)
 

@@ -27,7 +27,12 @@ EPILOG = """examples:
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Descriptions as written; each option's default once: not when the help already says it, nor when it is None."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parsed_as(typ: type):
@@ -179,8 +184,8 @@ def sal_knobs() -> str:
 
 
 def cmd_sal(args) -> None:
-    from .run import measure_sal
     from .metrics.sal import parse_sal_config
+    from .run import measure_sal
 
     rec = measure_sal(args.run, parse_sal_config(args.sal, args.sal_args), out=args.out, device=args.device, quiet=args.quiet)
     out = args.out or args.run
@@ -276,8 +281,7 @@ def cmd_quickstart(args) -> None:
     args.db, args.out = args.db or f"quickstart{suffix}.db", args.out or f"quickstart{suffix}-report"
     print("pst_fast quickstart: what an unlearnable-examples poison does to training, and what defends against it.")
     print(intro_text(spec, expand(spec)))
-    minutes = "13" if args.amp == "on" else "17"
-    print(f"Results go to {args.db}; re-running the same command resumes. About {minutes} minutes on 2 CPU cores.\n")
+    print(f"Results go to {args.db}; re-running the same command resumes (its run time: docs/sweeps.md).\n")
     store = run_sweep(spec, args.db, retry_failed=True)
     print_report(args.db, args.out)
     fail_if_cells_failed(store.cells(), args.db)
@@ -443,12 +447,12 @@ def build_parser(protocol: str = "") -> argparse.ArgumentParser:
     qs = sub.add_parser("quickstart", help="the built-in demo sweep: EM and LSP poisons × standard, PST and ISS-JPEG training, with UD",
                         formatter_class=Formatter, description="Runs the built-in spec (pst_fast/sweep/quickstart.toml; 'pst-fast sweep init' "
                         "explains the format) on the embedded cifar10-mini, prints the attack × defense table and writes the report. "
-                        "About 17 minutes on 2 CPU cores (13 with --amp on); re-running resumes a killed run.")
+                        "Re-running resumes a killed run; docs/sweeps.md has its measured run time.")
     qs.add_argument("--db", default=None, help="SQLite results database (default: quickstart.db, or quickstart-amp-on.db with --amp on)")
     qs.add_argument("--out", default=None, help="report directory (default: quickstart-report, or quickstart-amp-on-report)")
     qs.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
                     help="bf16 autocast of training and of EM's surrogate: auto keeps the spec (float32 on CPU, bf16 on CUDA); "
-                         "on is 1.3x faster end to end on a CPU with AVX512-BF16 (SAL stays float32) and gives its own database and report")
+                         "on is faster on a CPU with AVX512-BF16 (SAL stays float32; measured: docs/sweeps.md) and gives its own database and report")
     qs.set_defaults(func=cmd_quickstart)
 
     rp = sub.add_parser("report", help="tables and plots of a sweep database (a static HTML site + Markdown, or CSV/JSON records)",
@@ -469,7 +473,7 @@ def build_parser(protocol: str = "") -> argparse.ArgumentParser:
                        "of benchmarks/ (augment, pgd_step, em_round, train_step_compiled, train_step_frozen_prefix, sal_epoch, loader): "
                        "pst_fast's rate, the eager baseline measured in the same run, the ratio (refused when the spreads overlap the "
                        "difference) and the fraction of the peak.")
-    b.add_argument("--quick", action="store_true", help="smaller problems and fewer repeats (under 5 minutes on 2 CPU cores)")
+    b.add_argument("--quick", action="store_true", help="smaller problems and fewer repeats (its run time: docs/benchmarks.md)")
     b.add_argument("--json", default=None, help="also write the entries to this JSON file (a list of {name, value, unit, baseline, ratio, peak_fraction, ...})")
     b.add_argument("--out", default=None, help="also write the Markdown table to this file")
     b.add_argument("--only", default=None, help="comma-separated subset of the benchmarks")

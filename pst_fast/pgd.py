@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .device import amp_enabled
 from .models.fold import fold_batchnorm
 from .ops.augment import augment_batch
 from .ops.pgd import pgd_step_
 from .options import opt
-from .device import amp_enabled
 
 
 @dataclass

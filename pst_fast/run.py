@@ -22,8 +22,7 @@ from .errors import PstFastError
 from .metrics.record import SALRecord, SALRecorder, record_meta
 from .metrics.sal import SALConfig, make_sal_data, parse_sal_config, reference_loss, sal_epoch
 from .models.registry import resolution_warning
-from .options import identity as option_identity
-from .options import named_args
+from .options import identity as option_identity, named_args
 from .training.config import TrainConfig
 from .training.hooks import Hooks
 from .training.inputs import build_model, load_splits, make_loaders, splits

@@ -165,7 +165,7 @@ def check_imagenet_224(ctx) -> dict:
             "--quiet", *([] if cuda else ["--max-steps", 2]))
         s = json.loads((run / "summary.json").read_text())
         assert s["loader"] == loader and s["poisoned"] and s["device"].startswith(ctx["device"]), s
-        rows.append({"step": f"train resnet18-imagenet, 2 epochs, poison in the pipeline", "loader": loader + (" (mixed decoding)" if cuda and loader == "dali" else ""),
+        rows.append({"step": "train resnet18-imagenet, 2 epochs, poison in the pipeline", "loader": loader + (" (mixed decoding)" if cuda and loader == "dali" else ""),
                      "result": f"test acc {s['final_test_acc']:.3f}, {s['images_per_second']:.0f} img/s", "seconds": round(time.perf_counter() - t0, 1)})
     notes = [f"data: {what}"]
     if "dali" not in loaders:
@@ -207,11 +207,10 @@ def check_quickstart_cell(ctx) -> dict:
 
 
 def check_train_step(ctx) -> dict:
-    import torch
 
     from pst_fast.benchmark import measure_interleaved, ratio_text
-    from pst_fast.models import model_info
     from pst_fast.benchmarks import pst_step, train_step
+    from pst_fast.models import model_info
 
     cuda, device = ctx["cuda"], ctx["device"]
     model, batch = ("resnet18", 256) if cuda else ("fastnet-small", 32)
@@ -240,7 +239,6 @@ def check_train_step(ctx) -> dict:
 
 
 def check_em_sal(ctx) -> dict:
-    import dataclasses
 
     import torch
 

@@ -5,9 +5,9 @@ import random
 import textwrap
 
 import pytest
-from conftest import run_in_triton_interpreter
 import torch
 import torch.nn.functional as F
+from conftest import run_in_triton_interpreter
 
 from pst_fast.errors import PstFastError
 from pst_fast.ops.augment import _check, augment_batch, augment_op, augment_reference, draw_crop_flip, normalization

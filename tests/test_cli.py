@@ -47,3 +47,28 @@ def test_bad_data_is_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no such dataset" in r.stderr
     r = cli("data", "import", tmp_path / "nothing", "--out", tmp_path / "o", check=False)
     assert r.returncode == 2 and "no such file or directory" in r.stderr
+
+
+def test_help_states_each_default_once_and_no_timings():
+    """Every option's help shows its default at most once, never '(default: None)'; measured run times and speed-ups
+    belong in docs/benchmarks.md and docs/sweeps.md, not in the help."""
+    import argparse
+    import re
+
+    from pst_fast.cli import build_parser
+
+    def parsers(p):
+        yield p
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub in a.choices.values():
+                    yield from parsers(sub)
+
+    timing = re.compile(r"\d\s*(x|×)\b|\d\s*(minutes?|min|hours?|h|s)\b", re.I)
+    for p in parsers(build_parser()):
+        fmt = p._get_formatter()
+        assert not timing.search(p.description or ""), p.prog
+        for a in p._actions:
+            text = fmt._get_help_string(a) or ""
+            assert text.count("(default:") <= 1 and "(default: None)" not in text, f"{p.prog} {a.option_strings}: {text}"
+            assert not timing.search(text), f"{p.prog} {a.option_strings}: {text}"

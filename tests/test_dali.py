@@ -16,7 +16,7 @@ from pst_fast.data import folder_loader as fl
 from pst_fast.data.folder import is_image_folder, scan, split_dir
 from pst_fast.data.folder_loader import IMAGENET_MEAN, IMAGENET_STD, folder_loader
 from pst_fast.data.folder_poison import write_folder_poison
-from pst_fast.run import train
+from pst_fast.run import identity, train
 from pst_fast.training import Hooks, TrainConfig
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -253,7 +253,7 @@ def test_poison_directory_mismatches_are_refused(tmp_path, capsys):
 
 
 def test_poison_identity_only_when_set():
-    assert "poison" not in TrainConfig().identity() and TrainConfig(poison="p").identity()["poison"] == "p"
+    assert "poison" not in identity(TrainConfig()) and identity(TrainConfig(poison="p"))["poison"] == "p"
 
 
 def test_loader_options_are_for_image_folders_only(tiny_dataset, capsys):

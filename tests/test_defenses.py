@@ -146,8 +146,8 @@ def test_defenses_change_training(small, tmp_path):
 
 def test_adversarial_training_perturbs_within_budget(small):
     from pst_fast.defenses.baselines import ATParams
-    from pst_fast.pgd import PGD, perturb
     from pst_fast.models import create_model
+    from pst_fast.pgd import PGD, perturb
 
     torch.manual_seed(0)
     model = create_model("fastnet-small", num_classes=4).eval()

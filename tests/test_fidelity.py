@@ -10,9 +10,8 @@ from conftest import write_noise_dataset
 
 from pst_fast import data
 from pst_fast.attacks import adversarial, em, rem, synthetic
-from pst_fast.data.format import quantize
 from pst_fast.cli import build_parser
-from pst_fast.data.format import ImageDataset
+from pst_fast.data.format import ImageDataset, quantize
 from pst_fast.defenses import baselines, transforms
 from pst_fast.errors import PstFastError
 from pst_fast.metrics.record import SALRecord

@@ -110,3 +110,21 @@ def test_channel_stats_match_numpy():
     mean, std = channel_stats(x)
     np.testing.assert_allclose(mean, (x / 255.0).mean((0, 1, 2)), atol=1e-12)
     np.testing.assert_allclose(std, (x / 255.0).std((0, 1, 2)), atol=1e-12)
+
+
+def test_describe_names_the_dataset_and_poison_not_the_directory(tmp_path, image_tree):
+    from pst_fast.attacks import poison
+    from pst_fast.data import describe
+
+    clean = tmp_path / "tmpab12cd"  # a scratch directory holding the dataset "noise4"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        write_dataset(clean / split, rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8), np.arange(8) % 4,
+                      {"name": "noise4", "split": split, "classes": list("abcd"), "source": "test"})
+    assert describe(clean) == "noise4" == describe(clean / "test") and describe("cifar10-mini") == "cifar10-mini"
+    poison("random", str(clean), str(tmp_path / "scratch"), progress=False)
+    assert describe(tmp_path / "scratch") == "noise4 + random" == describe(tmp_path / "scratch" / "train")
+    tree = image_tree(classes=("a", "b", "c", "d"))  # an ImageFolder tree (no meta.json) and a poison directory for it
+    poison("random", str(tree), str(tmp_path / "tp"), image_size=8, progress=False)
+    assert describe(tree) == "tree" and describe(tree, tmp_path / "tp") == "tree + random"
+    assert describe(tmp_path / "nothing-here") == "nothing-here"

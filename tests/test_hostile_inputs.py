@@ -17,16 +17,15 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import write_noise_dataset
 from PIL import Image
 
-from conftest import write_noise_dataset
 from pst_fast import data
 from pst_fast.attacks import ATTACKS, poison
 from pst_fast.attacks.base import params_from
-from pst_fast.data.format import effective_delta
 from pst_fast.cli import fail_if_cells_failed, main
-from pst_fast.data.format import read_dataset, write_dataset, write_poison
 from pst_fast.data.folder import scan
+from pst_fast.data.format import effective_delta, read_dataset, write_dataset, write_poison
 from pst_fast.data.grid import info_text
 from pst_fast.data.importers import decode_image, import_source, jpeg_truncated
 from pst_fast.data.interop import export_png, import_poison
@@ -35,9 +34,9 @@ from pst_fast.defenses.pst import PSTParams
 from pst_fast.errors import DataError, PstFastError
 from pst_fast.io import atomic_write_text
 from pst_fast.options import parse_kv_args
+from pst_fast.run import train
 from pst_fast.sweep import SpecError, parse_spec
 from pst_fast.sweep.lock import db_lock
-from pst_fast.run import train
 from pst_fast.training import TrainConfig
 
 

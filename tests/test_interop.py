@@ -9,13 +9,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import write_noise_dataset
 from PIL import Image
 
-from conftest import write_noise_dataset
 from pst_fast import data
 from pst_fast.attacks import poison
-from pst_fast.data.format import effective_delta, quantize
-from pst_fast.data.format import write_dataset, write_poison
+from pst_fast.data.format import effective_delta, quantize, write_dataset, write_poison
 from pst_fast.data.interop import export_png, import_poison
 
 N, K = 24, 4

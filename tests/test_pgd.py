@@ -3,8 +3,8 @@ import os
 import textwrap
 
 import pytest
-from conftest import run_in_triton_interpreter
 import torch
+from conftest import run_in_triton_interpreter
 
 from pst_fast.errors import PstFastError
 from pst_fast.ops.pgd import pgd_step, pgd_step_, pgd_step_reference

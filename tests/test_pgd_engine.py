@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pst_fast.pgd import PGD, Surrogate, cycle_batches, perturb, random_crop_flip
 from pst_fast.models import create_model
+from pst_fast.pgd import PGD, Surrogate, cycle_batches, perturb, random_crop_flip
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from test_sweep import tiny_spec
 
 from pst_fast.cli import main
 
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """random noise × standard (with SAL) and PST (a transition at its first detector pass) × seeds 0 and 1, plus the

@@ -13,7 +13,6 @@ from torch import nn
 from pst_fast import data
 from pst_fast.cli import main
 from pst_fast.errors import PstFastError
-from pst_fast.run import measure_sal
 from pst_fast.metrics.record import SALRecord
 from pst_fast.metrics.sal import SALConfig, SALData, parse_sal_config, sal_epoch, sal_layers
 from pst_fast.metrics.sal_reference import sal_epoch_reference
@@ -21,7 +20,7 @@ from pst_fast.metrics.ud import threshold, two_means_threshold, unlearnable_dist
 from pst_fast.models import create_model
 from pst_fast.models.blocks import BlockModel, Head, Residual, conv_bn
 from pst_fast.ops.sal import sal_project_, sal_project_reference, sal_sharpness, sal_sharpness_reference
-from pst_fast.run import train
+from pst_fast.run import measure_sal, train
 
 ROWS = [(1, 1), (2, 27), (2, 432), (3, 4097), (4, 36864)]
 

@@ -4,7 +4,6 @@ import pytest
 
 from pst_fast.data.format import read_dataset, write_dataset, write_poison
 from pst_fast.data.validation import carve, holdout_indices
-from pst_fast.errors import DataError
 from pst_fast.run import train
 from pst_fast.training import TrainConfig
 

@@ -12,10 +12,7 @@ import time
 from .. import data
 from ..errors import PstFastError
 from ..io import check_out
-from . import adversarial as _adv
-from . import em as _em
-from . import rem as _rem
-from . import synthetic as _syn
+from . import adversarial as _adv, em as _em, rem as _rem, synthetic as _syn
 from .base import AttackSpec, Poison, params_from, save_poison
 
 SURROGATE = "model=auto trains fastnet-small on CPU (the papers' resnet18 on CUDA); amp=auto is bf16 on CUDA"
@@ -105,7 +102,6 @@ def _poison_tree(spec: AttackSpec, p, tree: str, out: str, seed: int, device: st
     """``spec`` on the training split of the ImageFolder ``tree`` at ``image_size`` px, written as a poison directory."""
     from ..data.folder import scan, split_dir
     from ..data.folder_poison import write_folder_poison
-
     from .tree import MODEL_FREE, on_views
 
     generate = spec.tree or (on_views(spec.name, spec.generate) if spec.name in MODEL_FREE else None)

@@ -27,16 +27,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.format import ImageDataset
+from ..data.format import ImageDataset, effective_delta, quantize
 from ..errors import PstFastError
-from ..options import opt
 from ..models import create_model
+from ..options import opt
+from ..pgd import PGD, Surrogate, accuracy_on, gather, perturb, surrogate_amp, surrogate_name
 from ..run import train as train_model
 from ..training import Hooks
 from ..training.rundir import load_checkpoint
-from ..data.format import effective_delta, quantize
 from .base import Poison
-from ..pgd import PGD, Surrogate, accuracy_on, gather, perturb, surrogate_amp, surrogate_name
 
 
 @dataclass

@@ -28,13 +28,12 @@ from tqdm.auto import tqdm
 
 from ..data.folder import FolderSplit
 from ..data.folder_loader import IMAGENET_MEAN, IMAGENET_STD
-from ..data.format import ImageDataset
+from ..data.format import ImageDataset, effective_delta, quantize
 from ..errors import PstFastError
-from ..options import opt
 from ..models import create_model
-from ..data.format import effective_delta, quantize
-from .base import Poison
+from ..options import opt
 from ..pgd import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, surrogate_amp, surrogate_name
+from .base import Poison
 
 CACHE_CHUNK = 4096  # images decoded per call while filling a tree's decode cache
 

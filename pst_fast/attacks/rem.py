@@ -25,14 +25,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.format import ImageDataset
+from ..data.format import ImageDataset, effective_delta, quantize
 from ..errors import PstFastError
-from ..options import opt
 from ..models import create_model
 from ..ops.pgd import pgd_step_
-from ..data.format import effective_delta, quantize
-from .base import Poison
+from ..options import opt
 from ..pgd import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, random_crop_flip, surrogate_amp, surrogate_name
+from .base import Poison
 
 
 @dataclass

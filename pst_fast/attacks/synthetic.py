@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.format import ImageDataset
+from ..data.format import ImageDataset, effective_delta, quantize
 from ..errors import PstFastError
 from ..options import opt
-from ..data.format import effective_delta, quantize
 from .base import Poison
 
 ROUNDINGS = ("floor", "nearest", "trunc")

@@ -42,11 +42,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .format import effective_delta, quantize
 from ..errors import DataError
 from ..io import check_out, temp_dir
 from . import load
-from .format import ImageDataset, budget_levels, linf_levels_of, read_dataset, sha256_array, write_poison
+from .format import ImageDataset, budget_levels, effective_delta, linf_levels_of, quantize, read_dataset, sha256_array, write_poison
 from .importers import check_source_and_out, decode_files, disk_bytes
 from .limits import check_expansion, read_regular
 from .safe_pickle import brief

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..pgd import PGD, perturb
 from ..options import opt
+from ..pgd import PGD, perturb
 from ..training.hooks import Hooks, TrainState
 from . import transforms
 

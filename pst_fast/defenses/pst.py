@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..data import describe
 from ..errors import PstFastError
 from ..io import atomic_write_json
 from ..options import opt
@@ -307,8 +308,8 @@ class StagedTraining:
                                  "held": self.held, "stage": self.stage, "events": self.events,
                                  "trace": self.trace})
         if self.trace:  # a run shorter than check_every steps has no detector pass to draw
-            plot_trace(self.trace, self.events, self._file("pst.png"), title=f"{self.cfg.defense} on {self.cfg.data} ({self.cfg.model})",
-                       threshold=self.p.threshold)
+            plot_trace(self.trace, self.events, self._file("pst.png"), threshold=self.p.threshold,
+                       title=f"{self.cfg.defense} on {describe(self.cfg.data, self.cfg.poison)} ({self.cfg.model})")
 
     def hooks(self) -> Hooks:
         return Hooks(loss=self.loss, on_step=[self.on_step], on_epoch_end=[self.on_epoch_end], stateful={"pst": self})

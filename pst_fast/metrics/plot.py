@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data import describe
 from ..figures import pyplot, save_png
 
 
@@ -33,7 +34,7 @@ def plot_sal_grid(records: list, titles: list[str], path, beta: float | None = N
 
 def plot_sal(record, path) -> Path:
     """The SAL heatmap of one run."""
-    return plot_sal_grid([record], [f"SAL: {record.meta.get('data')} ({record.meta.get('defense')})"], path)
+    return plot_sal_grid([record], [f"SAL: {describe(record.meta.get('data', ''))} ({record.meta.get('defense')})"], path)
 
 
 def plot_ud(report: dict, path) -> Path:

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from tqdm.auto import tqdm
 
 from ..data.format import ImageDataset

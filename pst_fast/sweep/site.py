@@ -22,6 +22,7 @@ import re
 import shutil
 from pathlib import Path
 
+from ..data import describe
 from ..errors import PstFastError
 from ..figures import pyplot, save_png
 from ..io import atomic_write, atomic_write_text
@@ -205,7 +206,7 @@ class CellPages:
         (dataset, attack, model), defense = key
         name = _slug(*key)
         pics = self.out / "cells" / name
-        title = f"{attack} × {defense} — {model} on {Path(dataset).name}"
+        title = f"{attack} × {defense} — {model} on {describe(dataset)}"
         runs = sorted(rs, key=lambda r: r["seed"])
         parts = [f"<p><a href='../report.html'>← the table</a></p><h1>{e(title)}</h1>", self._seeds(runs), self._curves(runs, pics, name),
                  self._ud(runs, pics, name), self._pst(runs, pics, name), self._poison(runs), self._config(runs)]

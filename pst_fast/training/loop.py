@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import data
 from ..data.loader import BatchLoader
 from ..device import autocast
 from ..errors import PstFastError
@@ -121,7 +122,7 @@ def fit(cfg: TrainConfig, model, opt, loader: BatchLoader, test_loader: BatchLoa
         run.save_epoch(line, {"epoch": epoch, "num_classes": train_ds.num_classes, "model": model.state_dict(), "optimizer": opt.state_dict(),
                               "hooks": {name: hook.state_dict() for name, hook in hooks.stateful.items()}}, keep=cfg.keep_checkpoints)
         if run.path is not None:
-            plot_curves(history, run.file("curves.png"), title=f"{cfg.model} on {cfg.data} ({cfg.defense})")
+            plot_curves(history, run.file("curves.png"), title=f"{cfg.model} on {data.describe(cfg.data, cfg.poison)} ({cfg.defense})")
         if not cfg.quiet:
             test = f"  {ev} acc {line[f'{ev}_acc']:.4f}" if f"{ev}_acc" in line else ""
             tqdm.write(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {line['train_loss']:.4f}  train acc {line['train_acc']:.4f}{test}  {line['images_per_second']:.0f} img/s")
