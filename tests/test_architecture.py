@@ -48,10 +48,13 @@ def imports(path: Path) -> list[tuple[str, int]]:
 
 
 def graph() -> dict[str, dict[str, list[str]]]:
-    """unit -> imported unit -> ['file:line', ...] (imports of the package root, pst_fast.__version__, are left out)."""
+    """unit -> imported unit -> ['file:line', ...]; the package root (pst_fast/__init__.py: lazy public names, the
+    version) is no unit and is left out on both ends."""
     edges: dict[str, dict[str, list[str]]] = {}
     for path in sorted(PKG.rglob("*.py")):
-        src = unit(".".join(path.relative_to(PKG.parent).with_suffix("").parts))
+        src = unit(".".join(path.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__"))
+        if src == "pst_fast":
+            continue
         for target, line in imports(path):
             dst = unit(target)
             if dst not in (src, "pst_fast", "__version__"):
