@@ -237,29 +237,18 @@ def cmd_sweep_plan(args) -> None:
 
 def cmd_sweep_run(args) -> None:
     from .sweep import expand, intro_text, load_spec
-    from .sweep.run import run_sweep
+    from .sweep.report import status_table
+    from .sweep.run import fail_if_cells_failed, run_sweep
 
     spec = load_spec(args.spec)
     print(intro_text(spec, expand(spec)))
     store = run_sweep(spec, args.db, workdir=args.workdir, workers=args.workers, retry_failed=args.retry_failed,
                       executor=args.executor, address=args.address, tensorboard=args.tensorboard, wait=args.wait)
     rows = store.cells()
-    pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    print(f"{'attack':<12} {'defense':<12} {'model':<10} {'seed':>4} {'status':<8} {'final':>6} {'peak':>6} {'UD':>6}")
-    for r in rows:
-        ud = "—" if r["ud"] is None else f"{r['ud']:.2f}"
-        print(printable(f"{r['attack']:<12} {r['defense']:<12} {r['model']:<10} {r['seed']:>4} {r['status']:<8} {pct(r['final_test_acc']):>6} "
-                        f"{pct(r['peak_test_acc']):>6} {ud:>6}" + (f"  {r['error']}" if r["error"] else "")))
-    done = sum(r["status"] == "done" for r in rows)
-    print(f"{done}/{len(rows)} cells done; results in {args.db}")
+    print(status_table(rows))
+    print(f"{sum(r['status'] == 'done' for r in rows)}/{len(rows)} cells done; results in {args.db}")
     fail_if_cells_failed(rows, args.db)
 
-
-def fail_if_cells_failed(rows, db: str) -> None:
-    """A sweep with failed cells ends with a non-zero exit (their errors are in the table and in ``db``)."""
-    failed = sum(r["status"] == "failed" for r in rows)
-    if failed:
-        raise PstFastError(f"{failed} of {len(rows)} cells failed (errors above and in {db}); fix the cause and rerun with --retry-failed")
 
 
 def print_report(db: str, out: str) -> None:
@@ -274,7 +263,8 @@ def print_report(db: str, out: str) -> None:
 
 def cmd_quickstart(args) -> None:
     from .sweep import QUICKSTART_SPEC, expand, intro_text, load_spec
-    from .sweep.run import run_sweep
+    from .sweep.run import fail_if_cells_failed, run_sweep
+    from .sweep.spec import with_amp
 
     spec = with_amp(load_spec(QUICKSTART_SPEC), args.amp)
     suffix = "" if args.amp == "auto" else f"-amp-{args.amp}"
@@ -286,18 +276,6 @@ def cmd_quickstart(args) -> None:
     print_report(args.db, args.out)
     fail_if_cells_failed(store.cells(), args.db)
 
-
-def with_amp(spec, amp: str):
-    """``spec`` with bf16 autocast ``amp`` (on/off) for its training and its surrogate-based attacks; auto leaves it as it is."""
-    import dataclasses
-
-    from .attacks import ATTACKS
-
-    if amp == "auto":
-        return spec
-    takes_amp = {name for name, attack in ATTACKS.items() if hasattr(attack.params, "amp")}
-    attacks = [(alias, name, ov | {"amp": amp} if name in takes_amp else ov) for alias, name, ov in spec.attacks]
-    return dataclasses.replace(spec, train=spec.train | {"amp": amp}, attacks=attacks)
 
 
 def cmd_report(args) -> None:

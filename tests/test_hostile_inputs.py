@@ -23,7 +23,7 @@ from PIL import Image
 from pst_fast import data
 from pst_fast.attacks import ATTACKS, poison
 from pst_fast.attacks.base import params_from
-from pst_fast.cli import fail_if_cells_failed, main
+from pst_fast.cli import main
 from pst_fast.data.folder import scan
 from pst_fast.data.format import effective_delta, read_dataset, write_dataset, write_poison
 from pst_fast.data.grid import info_text
@@ -37,6 +37,7 @@ from pst_fast.options import parse_kv_args
 from pst_fast.run import train
 from pst_fast.sweep import SpecError, parse_spec
 from pst_fast.sweep.lock import db_lock
+from pst_fast.sweep.run import fail_if_cells_failed
 from pst_fast.training import TrainConfig
 
 

@@ -47,8 +47,8 @@ def test_example_spec_expands_to_the_documented_grid(capsys):
 
 def test_quickstart_amp_sets_training_and_surrogate_attacks(monkeypatch, tmp_path, capsys):
     import pst_fast.sweep.run as run_mod
-    from pst_fast.cli import with_amp
     from pst_fast.sweep import QUICKSTART_SPEC
+    from pst_fast.sweep.spec import with_amp
 
     spec = load_spec(QUICKSTART_SPEC)
     assert with_amp(spec, "auto") is spec

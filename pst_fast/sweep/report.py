@@ -15,6 +15,7 @@ import numpy as np
 
 from ..figures import pyplot, save_png
 from ..io import atomic_write_text
+from ..text import printable
 from .spec import CLEAN
 from .store import Store
 
@@ -236,3 +237,15 @@ def dumps(db: str | Path, fmt: str) -> str:
     if fmt == "csv":
         return as_csv(recs)
     return json.dumps([{k: r[k] for k in FIELDS} for r in recs], indent=1) + "\n"
+
+
+def status_table(rows: list[dict]) -> str:
+    """One line per cell of a sweep database (``Store.cells()``): attack, defense, model, seed, status, final and peak
+    clean test accuracy (%), UD, and the error of a failed cell; each line printable (control characters escaped)."""
+    pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = [f"{'attack':<12} {'defense':<12} {'model':<10} {'seed':>4} {'status':<8} {'final':>6} {'peak':>6} {'UD':>6}"]
+    for r in rows:
+        ud = "—" if r["ud"] is None else f"{r['ud']:.2f}"
+        lines.append(printable(f"{r['attack']:<12} {r['defense']:<12} {r['model']:<10} {r['seed']:>4} {r['status']:<8} "
+                               f"{pct(r['final_test_acc']):>6} {pct(r['peak_test_acc']):>6} {ud:>6}" + (f"  {r['error']}" if r["error"] else "")))
+    return "\n".join(lines)

@@ -231,3 +231,10 @@ def _fill_ud(store: Store, cells: list[Cell], ud_reference: str) -> None:
             store.note_error(c.id, f"UD: {e}")
             continue
         store.set_ud(c.id, rep["runs"][0]["ud"], rep["runs"][0]["lp"])
+
+
+def fail_if_cells_failed(rows, db: str) -> None:
+    """A sweep with failed cells ends with a non-zero exit (their errors are in the table and in ``db``)."""
+    failed = sum(r["status"] == "failed" for r in rows)
+    if failed:
+        raise PstFastError(f"{failed} of {len(rows)} cells failed (errors above and in {db}); fix the cause and rerun with --retry-failed")

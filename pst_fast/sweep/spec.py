@@ -267,3 +267,14 @@ def parse_spec(text: str, path: str = "<spec>") -> Spec:
             _fail(path, text, "sweep", "sal_args", str(e))
     return Spec(sweep.get("name", Path(path).stem), datasets, models, seeds, metrics, sweep.get("poison_seed", 0), ud_defenses,
                 sal_args, train, attacks, defenses, resources, path, ud_reference, sal_mode)
+
+
+def with_amp(spec, amp: str):
+    """``spec`` with bf16 autocast ``amp`` (on/off) for its training and its surrogate-based attacks; auto leaves it as it is."""
+    from ..attacks import ATTACKS
+
+    if amp == "auto":
+        return spec
+    takes_amp = {name for name, attack in ATTACKS.items() if hasattr(attack.params, "amp")}
+    attacks = [(alias, name, ov | {"amp": amp} if name in takes_amp else ov) for alias, name, ov in spec.attacks]
+    return dataclasses.replace(spec, train=spec.train | {"amp": amp}, attacks=attacks)

@@ -41,19 +41,7 @@ def evaluate(model, loader: BatchLoader, amp) -> tuple[float, float]:
 def fit(cfg: TrainConfig, model, opt, loader: BatchLoader, test_loader: BatchLoader, hooks: Hooks, run: RunDir, train_ds) -> dict:
     """Train ``model`` with ``opt`` for ``cfg.epochs`` from the run's last checkpoint (if any); returns the summary."""
     device = loader.device
-    start_epoch, ckpt = run.resume_point()
-    if ckpt is not None:
-        if ckpt["num_classes"] != train_ds.num_classes:
-            raise PstFastError(f"{run.file('checkpoint.pt')}: has {ckpt['num_classes']} classes, --data {cfg.data} has {train_ds.num_classes}")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if hasattr(opt, "sync_requires_grad"):
-            opt.sync_requires_grad()
-        for name, hook in hooks.stateful.items():
-            if name not in ckpt.get("hooks", {}):
-                raise PstFastError(f"{run.file('checkpoint.pt')}: holds no {name} state (written by pst_fast 0.1.0 before it kept "
-                                   "the hooks' state in the checkpoint); train this run anew")
-            hook.load_state_dict(ckpt["hooks"][name])
+    start_epoch = resume(run, model, opt, hooks, train_ds.num_classes)
     fwd = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None) if cfg.compile else model
     amp = autocast(device, cfg.amp)
     _, peak_lr = resolve_optimizer(cfg)
@@ -61,7 +49,6 @@ def fit(cfg: TrainConfig, model, opt, loader: BatchLoader, test_loader: BatchLoa
     state = TrainState(model=model, optimizer=opt, cfg=cfg, step=start_epoch * steps_per_epoch, train=train_ds, run_dir=run.path,
                        mean=torch.tensor(loader.mean, device=device).view(1, -1, 1, 1), std=torch.tensor(loader.std, device=device).view(1, -1, 1, 1))
     history = run.metrics()
-    train_seconds = sum(l["epoch_seconds"] for l in history)
     t_run = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         state.epoch, state.log = epoch, {}
@@ -103,7 +90,6 @@ def fit(cfg: TrainConfig, model, opt, loader: BatchLoader, test_loader: BatchLoa
             if cfg.max_steps and state.step >= cfg.max_steps:
                 break
         epoch_seconds = time.perf_counter() - t0
-        train_seconds += epoch_seconds
         line = {"epoch": epoch, "step": state.step, "lr": peak_lr * factor, "train_loss": loss_sum.item() / seen,
                 "train_acc": correct.item() / seen, "epoch_seconds": epoch_seconds, "images_per_second": seen / epoch_seconds}
         if ce_seen:
@@ -128,17 +114,41 @@ def fit(cfg: TrainConfig, model, opt, loader: BatchLoader, test_loader: BatchLoa
             tqdm.write(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {line['train_loss']:.4f}  train acc {line['train_acc']:.4f}{test}  {line['images_per_second']:.0f} img/s")
         if last or state.stop:
             break
+    summary = summarize(cfg, history, time.perf_counter() - t_run + sum(l["epoch_seconds"] for l in history[:start_epoch])) | {
+        "steps": state.step, "num_params": sum(p.numel() for p in model.parameters()), "data_fingerprint": train_ds.fingerprint,
+        "poisoned": train_ds.is_poisoned, "device": str(device), "loader": loader.name, "config": cfg.to_dict()}
+    run.finish(model, summary)
+    return summary
+
+
+def resume(run: RunDir, model, opt, hooks: Hooks, num_classes: int) -> int:
+    """Load the run's last checkpoint (model, optimizer, the hooks' state) if there is one; the epoch to start from."""
+    start_epoch, ckpt = run.resume_point()
+    if ckpt is None:
+        return start_epoch
+    where = run.file("checkpoint.pt")
+    if ckpt["num_classes"] != num_classes:
+        raise PstFastError(f"{where}: has {ckpt['num_classes']} classes, the run's data has {num_classes}")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if hasattr(opt, "sync_requires_grad"):
+        opt.sync_requires_grad()
+    for name, hook in hooks.stateful.items():
+        if name not in ckpt.get("hooks", {}):
+            raise PstFastError(f"{where}: holds no {name} state (written by pst_fast 0.1.0 before it kept the hooks' state in the "
+                               "checkpoint); train this run anew")
+        hook.load_state_dict(ckpt["hooks"][name])
+    return start_epoch
+
+
+def summarize(cfg: TrainConfig, history: list[dict], wall_seconds: float) -> dict:
+    """Final and peak accuracy on the evaluated split, epochs, wall time and mean throughput of a run's metrics lines."""
+    ev = cfg.eval_split
     evaluated = [l for l in history if f"{ev}_acc" in l]
     if not evaluated:
         raise PstFastError("no evaluation happened: nothing to summarize")
     peak = max(evaluated, key=lambda l: l[f"{ev}_acc"])
-    summary = {
-        f"final_{ev}_acc": evaluated[-1][f"{ev}_acc"], f"peak_{ev}_acc": peak[f"{ev}_acc"], "peak_epoch": peak["epoch"],
-        "epochs": len(history), "steps": state.step,
-        "wall_seconds": time.perf_counter() - t_run + (0.0 if ckpt is None else sum(l["epoch_seconds"] for l in history[:start_epoch])),
-        "images_per_second": sum(l["images_per_second"] * l["epoch_seconds"] for l in history) / max(train_seconds, 1e-9),
-        "num_params": sum(p.numel() for p in model.parameters()), "data_fingerprint": train_ds.fingerprint,
-        "poisoned": train_ds.is_poisoned, "device": str(device), "loader": loader.name, "config": cfg.to_dict(),
-    }
-    run.finish(model, summary)
-    return summary
+    train_seconds = sum(l["epoch_seconds"] for l in history)
+    return {f"final_{ev}_acc": evaluated[-1][f"{ev}_acc"], f"peak_{ev}_acc": peak[f"{ev}_acc"], "peak_epoch": peak["epoch"],
+            "epochs": len(history), "wall_seconds": wall_seconds,
+            "images_per_second": sum(l["images_per_second"] * l["epoch_seconds"] for l in history) / max(train_seconds, 1e-9)}
