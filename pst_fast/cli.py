@@ -66,7 +66,8 @@ def cmd_train(args) -> None:
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     s = train(cfg)
-    print(f"final test acc {s['final_test_acc']:.4f}  peak {s['peak_test_acc']:.4f} (epoch {s['peak_epoch'] + 1})  "
+    ev = cfg.eval_split
+    print(f"final {ev} acc {s[f'final_{ev}_acc']:.4f}  peak {s[f'peak_{ev}_acc']:.4f} (epoch {s['peak_epoch'] + 1})  "
           f"{s['epochs']} epochs in {s['wall_seconds']:.0f} s, {s['images_per_second']:.0f} img/s")
     if cfg.out and cfg.sal:
         print(f"SAL ({cfg.sal}) per layer and epoch: {cfg.out}/sal.npz, sal.png; UD: pst-fast ud --clean CLEAN_RUN --poisoned {cfg.out}")
