@@ -170,7 +170,7 @@ def main():
     images = torch.from_numpy(np.asarray(sub.images)[: args.batch_size]).permute(0, 3, 1, 2).float().div(255).contiguous()
     labels = torch.from_numpy(np.asarray(sub.labels)[: args.batch_size])
     noise0 = (torch.rand_like(images) * 2 - 1) * p.eps
-    surrogate = Surrogate(copy.deepcopy(base_model.model), mean, std, "cpu")
+    surrogate = Surrogate(copy.deepcopy(base_model.model), full.norm, "cpu")
     surrogate.model.eval()
     base_model.eval()
     frozen = surrogate.frozen()

@@ -36,11 +36,11 @@ def time_sal(model_name: str, data_name: str, images: int, rounds: int, batch: i
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_var.uniform_(0.5, 2.0), m.running_mean.normal_(0, 0.2)
     tcfg = TrainConfig(data=data_name, model=model_name, batch_size=batch)
-    norm = dict(mean=train_ds.meta["mean"], std=train_ds.meta["std"], layout="channels_last", device=device)
+    where = dict(layout="channels_last", device=device)
     scfg = SALConfig(mode="exact", rounds=rounds, subset=images)
 
     def call(fn, cfg=scfg):
-        return lambda: fn(model, make_sal_data(cfg.resolved(), tcfg, train_ds, test_ds, 0, **norm), cfg, 1.0, tcfg.label_smoothing)
+        return lambda: fn(model, make_sal_data(cfg.resolved(), tcfg, train_ds, test_ds, 0, **where), cfg, 1.0, tcfg.label_smoothing)
 
     small = dataclasses.replace(scfg, rounds=1, subset=2 * batch)
     flops = []

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .data.normalization import Normalization
+from .data.rows import gather
 from .device import amp_enabled
 from .models.fold import fold_batchnorm
-from .ops.augment import augment_batch
 from .ops.pgd import pgd_step_
 from .options import opt
 
@@ -51,7 +52,7 @@ class PGD:
 
 
 class Surrogate:
-    """A model that takes images in [0, 1]: normalization by the dataset's mean/std happens here.
+    """A model that takes images in [0, 1]: the dataset's normalization ``norm`` is applied here.
 
     ``frozen()`` gives the fixed-weight view every PGD sweep and accuracy pass uses: BatchNorm folded into
     the convs (eval mode, no parameter gradients), compiled once when ``compile=True`` (later calls only
@@ -59,18 +60,16 @@ class Surrogate:
     (and so its backward) runs under bf16 autocast; logits come back as float32.
     """
 
-    def __init__(self, model: torch.nn.Module, mean, std, device, channels_last: bool = True, compile: bool = False,
+    def __init__(self, model: torch.nn.Module, norm: Normalization, device, channels_last: bool = True, compile: bool = False,
                  amp: str = "off"):
-        self.model, self.amp = model, amp_enabled(amp, device)
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.model, self.norm, self.amp = model, norm, amp_enabled(amp, device)
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.compile = compile
         self._folded: torch.nn.Module | None = None
         self._view: Surrogate | None = None
 
     def __call__(self, x01: torch.Tensor) -> torch.Tensor:
-        x = ((x01 - self.mean) / self.std).contiguous(memory_format=self.fmt)
+        x = self.norm.from01(x01, self.fmt)
         if not self.amp:
             return self.model(x)
         with torch.autocast(x.device.type, dtype=torch.bfloat16):
@@ -80,8 +79,8 @@ class Surrogate:
         folded = fold_batchnorm(self.model)
         if self._folded is None:
             self._folded = folded
-            view = Surrogate(torch.compile(folded) if self.compile else folded, (), (), "cpu")
-            view.mean, view.std, view.fmt, view.amp = self.mean, self.std, self.fmt, self.amp
+            view = Surrogate(torch.compile(folded) if self.compile else folded, self.norm, "cpu")
+            view.fmt, view.amp = self.fmt, self.amp
             self._view = view
         else:
             with torch.no_grad():
@@ -111,12 +110,6 @@ def cycle_batches(n: int, batch_size: int, generator: torch.Generator, device):
             order, cursor = torch.randperm(n, generator=generator, device=device), 0
         yield order[cursor : cursor + batch_size]
         cursor += batch_size
-
-
-def gather(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Clean batch in [0, 1], (B, C, H, W) contiguous, from the resident uint8 (N, H, W, C) dataset."""
-    c = images.shape[-1]
-    return augment_batch(images, idx, crop_pad=0, flip=False, mean=(0.0,) * c, std=(1.0,) * c)
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator | None) -> torch.Tensor:

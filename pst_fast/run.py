@@ -25,7 +25,7 @@ from .models.registry import resolution_warning
 from .options import identity as option_identity, named_args
 from .training.config import TrainConfig
 from .training.hooks import Hooks
-from .training.inputs import build_model, load_splits, make_loaders, splits
+from .training.inputs import build_model, make_loaders, splits
 from .training.loop import fit
 from .training.optim import block_param_groups, make_optimizer
 from .training.protocols import with_protocol
@@ -70,7 +70,7 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
     if run.finished:
         return run.summary()
     hooks = defense_hooks(cfg.defense, spec.defense_params, cfg).merged(hooks or Hooks())
-    train_ds, test_ds = splits(cfg, whole_arrays=hooks.prepare_train is not None)
+    train_ds, test_ds = splits(cfg, needs_arrays=f"--defense {cfg.defense}" if hooks.prepare_train is not None else "")
     if hooks.prepare_train is not None:
         train_ds = hooks.prepare_train(train_ds)
     run.check_data(train_ds, test_ds)
@@ -79,12 +79,12 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
     loader, test_loader = make_loaders(cfg, train_ds, test_ds, "channels_last" if channels_last else "nchw", device)
     if len(loader) == 0:
         raise PstFastError(f"--batch-size {cfg.batch_size}: larger than the training set ({len(train_ds)} images)")
-    if hasattr(train_ds, "skipped"):  # an ImageFolder tree read in place
+    if train_ds.in_place:
         _describe_folder(cfg, train_ds, test_ds, loader, model)
     run.create(train_ds, test_ds)
     if spec.sal is not None:
-        norm = dict(mean=loader.mean, std=loader.std, layout=loader.layout, device=device)
-        hooks.on_epoch_end.append(SALRecorder(spec.sal, cfg, train_ds, test_ds, run.path, run.resume_point()[0], **norm))
+        hooks.on_epoch_end.append(SALRecorder(spec.sal, cfg, train_ds, test_ds, run.path, run.resume_point()[0], layout=loader.layout,
+                                              device=device))
     if cfg.tensorboard:  # last, so that it sees the fields the other hooks add to the line
         from .tensorboard import TensorBoardLog
 
@@ -93,7 +93,7 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
 
 
 def _describe_folder(cfg: TrainConfig, train_ds, test_ds, loader, model) -> None:
-    """What an ImageFolder run reads (one line), and a warning when the model's resolution does not fit the images."""
+    """What a run reading image files in place reads (one line), and a warning when the model's resolution does not fit the images."""
     if not cfg.quiet:
         skipped = len(train_ds.skipped) + len(test_ds.skipped)
         tqdm.write(f"data: ImageFolder {cfg.data}: {len(train_ds)} train / {len(test_ds)} test images, {train_ds.num_classes} classes"
@@ -126,12 +126,12 @@ def measure_sal(run_dir: str | Path, scfg: SALConfig, out: str | Path | None = N
     if not epochs:
         raise PstFastError(f"{run_dir}: no kept weights for the epochs SAL measures (every={scfg.every}); train with --keep-checkpoints")
     dev = resolve_device(device)
-    train_ds, test_ds = load_splits(cfg)
+    train_ds, test_ds = splits(cfg, needs_arrays="SAL of a finished run")
     prepare = defense_hooks(cfg.defense, spec.defense_params, cfg).prepare_train
     if prepare is not None:
         train_ds = prepare(train_ds)
     model, channels_last = build_model(cfg, train_ds.num_classes, dev)
-    norm = dict(mean=train_ds.meta["mean"], std=train_ds.meta["std"], layout="channels_last" if channels_last else "nchw", device=dev)
+    layout = "channels_last" if channels_last else "nchw"
     out = Path(out) if out else run_dir
     meta = record_meta(scfg, cfg, train_ds)
     record = SALRecord.load(out) if (out / "sal.npz").is_file() else SALRecord([], meta)
@@ -142,7 +142,7 @@ def measure_sal(run_dir: str | Path, scfg: SALConfig, out: str | Path | None = N
             continue
         model.load_state_dict(load_checkpoint(run.epoch_weights(e)))
         l0, smoothing = reference_loss(scfg, cfg, logged[e])
-        record.add(e, sal_epoch(model, make_sal_data(scfg, cfg, train_ds, test_ds, e, **norm), scfg, l0, smoothing))
+        record.add(e, sal_epoch(model, make_sal_data(scfg, cfg, train_ds, test_ds, e, layout=layout, device=dev), scfg, l0, smoothing))
         record.save(out)
     plot_sal(record, out / "sal.png")
     return record

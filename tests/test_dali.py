@@ -375,3 +375,16 @@ def test_sal_on_a_tree(tmp_path, kind):
     a, b = runs
     assert a.epochs == [0] and a.meta["poisoned"] is True and np.isfinite(a.matrix()).all() and (a.matrix() >= 0).all()
     assert np.array_equal(a.matrix(), b.matrix())  # the subset, order and views are drawn from the seed
+
+
+# ---------------------------------------------------------------- PST on a tree
+
+def test_pst_on_a_tree(tmp_path):
+    """PST's probe reads the tree's training split through the data interface (its evaluation view, δ added)."""
+    root = synthesize(tmp_path / "t", classes=("ant", "bee"), per_class={"train": 16, "test": 4})
+    write_folder_poison(tmp_path / "p", np.full((2, 16, 16, 3), 8, np.int8), scan(root / "train"), 16, {"attack": "test", "params": {}})
+    assert main(["train", "--data", str(root), "--loader", "fallback", "--image-size", "16", "--poison", str(tmp_path / "p"), "--defense", "pst",
+                 "--defense-args", "check_every=1,probe_size=8", "--batch-size", "8", "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    trace = json.loads((tmp_path / "run" / "pst.json").read_text())["trace"]
+    assert trace and all(0 <= t["acc"] <= 1 and {"acc/gray", "acc/jpeg", "acc/blur", "shortcut"} <= set(t) for t in trace)

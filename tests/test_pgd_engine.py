@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pst_fast.data import Normalization
 from pst_fast.models import create_model
 from pst_fast.pgd import PGD, Surrogate, cycle_batches, perturb, random_crop_flip
 
@@ -10,7 +11,7 @@ from pst_fast.pgd import PGD, Surrogate, cycle_batches, perturb, random_crop_fli
 @pytest.fixture(scope="module")
 def surrogate():
     torch.manual_seed(0)
-    return Surrogate(create_model("fastnet-small"), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "cpu")
+    return Surrogate(create_model("fastnet-small"), Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), "cpu")
 
 
 def test_multistep_schedule():

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from conftest import write_noise_dataset
 from torch import nn
 
+from pst_fast.data import Normalization
 from pst_fast.data.format import write_dataset
 from pst_fast.defenses.probe import Probe, fisher_ratio
 from pst_fast.defenses.pst import PSTJpegParams, PSTParams, StagedTraining
@@ -68,7 +69,7 @@ def test_shortcut_is_the_quorum_th_largest_view_gap(tmp_path):
     x[y == 0] = (150, 100, 120)
     x[y == 1] = (100, 150, 120)
     ds = write_dataset(tmp_path / "tints", x, y.astype(np.int64), {"name": "t", "split": "train", "classes": ["r", "g"], "source": "t"})
-    kw = dict(size=n, seed=0, mean=[0.0] * 3, std=[1.0] * 3, device="cpu", channels_last=False)
+    kw = dict(size=n, seed=0, norm=Normalization.identity(3), device="cpu", channels_last=False)
     one, two = Probe(ds, quorum=1, **kw).scores(HueReader()), Probe(ds, quorum=2, **kw).scores(HueReader())
     assert one["acc"] == 1.0 and one["acc/blur"] == 1.0 and one["acc/jpeg"] == 1.0 and one["acc/gray"] == 0.5
     assert one["shortcut"] == 0.5 and two["shortcut"] == 0.0  # one view's loss is not a shortcut; the default quorum is 2

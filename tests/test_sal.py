@@ -97,7 +97,7 @@ def noise(tmp_path_factory):
 
 def sal_data(root, batch_size=32, subset=0, seed=3):
     ds = data.load(str(root), "train")
-    return SALData(ds, batch_size, 40, seed=seed, augment=True, subset=subset, mean=ds.meta["mean"], std=ds.meta["std"])
+    return SALData(ds, batch_size, 40, seed=seed, augment=True, subset=subset, norm=ds.norm)
 
 
 def randomize_bn(model):

@@ -14,6 +14,7 @@ from ..errors import PstFastError
 from ..io import check_out
 from . import adversarial as _adv, em as _em, rem as _rem, synthetic as _syn
 from .base import AttackSpec, Poison, params_from, save_poison
+from .tree import MODEL_FREE, on_views
 
 SURROGATE = "model=auto trains fastnet-small on CPU (the papers' resnet18 on CUDA); amp=auto is bf16 on CUDA"
 FIDELITY = {
@@ -77,11 +78,13 @@ def poison(attack: str, data_name: str = "cifar10-mini", out: str | None = None,
     if Path(out).exists():
         raise PstFastError(f"--out {out}: output directory exists (choose another or remove it)")
     check_out(out)
-    if data.is_image_folder(data_name):
-        return _poison_tree(spec, p, data_name, out, seed, device, progress, image_size)
+    tree_generate = spec.tree or (on_views(spec.name, spec.generate) if spec.name in MODEL_FREE else None)
+    train = data.open_split(data_name, "train", needs_arrays="" if tree_generate else f"attack {spec.name}", progress=progress)
+    if train.in_place:
+        return _poison_tree(spec, p, tree_generate, train, data_name, out, seed, device, progress, image_size)
     if image_size:
         raise PstFastError(f"--image-size {image_size}: applies to ImageFolder trees, not to the canonical dataset {data_name}")
-    train, test = data.load(data_name, "train"), data.load(data_name, "test")
+    test = data.open_split(data_name, "test")
     if train.images.dtype.name != "uint8":
         raise PstFastError(f"--data {data_name}: images must be uint8, got {train.images.dtype}")
     t0 = time.perf_counter()
@@ -98,17 +101,13 @@ def _summary(attack: str, out, seconds: float, p, info: dict) -> dict:
             **{k: v for k, v in info.items() if k in ("rounds", "stopped", "success_rate")}}
 
 
-def _poison_tree(spec: AttackSpec, p, tree: str, out: str, seed: int, device: str, progress: bool, image_size: int) -> dict:
-    """``spec`` on the training split of the ImageFolder ``tree`` at ``image_size`` px, written as a poison directory."""
-    from ..data.folder import scan, split_dir
+def _poison_tree(spec: AttackSpec, p, generate, split: data.Split, tree: str, out: str, seed: int, device: str, progress: bool,
+                 image_size: int) -> dict:
+    """``generate`` (``spec``'s generator for trees) on the training ``split`` of the ImageFolder ``tree`` at ``image_size`` px
+    (0: native), written as a poison directory."""
     from ..data.folder_poison import write_folder_poison
-    from .tree import MODEL_FREE, on_views
 
-    generate = spec.tree or (on_views(spec.name, spec.generate) if spec.name in MODEL_FREE else None)
-    if generate is None:
-        raise PstFastError(f"--data {tree}: an ImageFolder tree; attack {spec.name} reads the canonical format (pst-fast data import {tree} --out DIR)")
-    split = scan(split_dir(tree, "train"), progress=progress)
-    size = image_size or split.native_size() or 0
+    size = data.Reading(image_size=image_size).at(split).image_size
     if size <= 0:
         raise PstFastError(f"--data {tree}: images of several sizes; choose an --image-size (the training resolution)")
     t0 = time.perf_counter()

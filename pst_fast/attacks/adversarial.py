@@ -96,7 +96,7 @@ def clean_surrogate(train: ImageDataset, p, seed: int, device, progress: bool) -
         info = {"surrogate": name, "surrogate_epochs": p.surrogate_epochs, "surrogate_label_smoothing": p.surrogate_label_smoothing,
                 "surrogate_test_acc": summary["final_test_acc"]}
     model = model.to(device, memory_format=torch.channels_last).eval()
-    return Surrogate(model, train.meta["mean"], train.meta["std"], device, compile=p.compile, amp=p.amp), info
+    return Surrogate(model, train.norm, device, compile=p.compile, amp=p.amp), info
 
 
 def craft(train: ImageDataset, p, pgd: PGD, seed: int, device, restarts: int, target_of, progress: bool, desc: str,

@@ -11,13 +11,13 @@ and the stop-condition accuracy on a fixed seeded 20% subset of the training set
 stop at 99% (its scripts' ``--universal_stop_error 0.01``; its README says 0.1). ``max_rounds`` caps the loop
 (the official one can run forever); hitting it is recorded in the poison's meta.
 
-The loop (:func:`min_min`) reads clean batches from a :class:`Source`: the resident canonical split, or an
-ImageFolder split decoded with the evaluation transform at the training resolution — once, into host memory, when
-it fits (:func:`tree_reader`), else per batch —, whose sample-wise δ stays in host memory as int8 levels (:class:`HostLevels`).
+The loop (:func:`min_min`) reads clean batches from a :class:`Source`, made from any split by its rows
+(:meth:`pst_fast.data.Split.rows`): the resident canonical split, or an ImageFolder split decoded with the evaluation
+transform at the training resolution — once, into host memory, when it fits, else per batch —, whose sample-wise δ
+stays in host memory as int8 levels (:class:`HostLevels`).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,16 +26,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.folder import FolderSplit
-from ..data.folder_loader import IMAGENET_MEAN, IMAGENET_STD
+from ..data import Normalization, Split
 from ..data.format import ImageDataset, effective_delta, quantize
 from ..errors import PstFastError
 from ..models import create_model
 from ..options import opt
-from ..pgd import PGD, Surrogate, accuracy_on, cycle_batches, gather, perturb, surrogate_amp, surrogate_name
+from ..pgd import PGD, Surrogate, accuracy_on, cycle_batches, perturb, surrogate_amp, surrogate_name
 from .base import Poison
-
-CACHE_CHUNK = 4096  # images decoded per call while filling a tree's decode cache
 
 
 @dataclass
@@ -67,14 +64,22 @@ class EMClassParams(EMParams):
 @dataclass
 class Source:
     """The clean training set the min-min loop reads: ``clean(idx)`` -> float (B, C, H, W) in [0, 1] on the device for
-    (B,) int64 device rows ``idx``; ``labels`` (N,) int64 on the device; ``shape`` (C, H, W); ``mean``/``std`` of the surrogate's input."""
+    (B,) int64 device rows ``idx``; ``labels`` (N,) int64 on the device; ``shape`` (C, H, W); ``norm`` of the surrogate's input;
+    ``how`` its rows are read (for the poison's meta; '' when resident)."""
 
     clean: Callable
     labels: torch.Tensor
     num_classes: int
     shape: tuple
-    mean: tuple
-    std: tuple
+    norm: Normalization
+    how: str = ""
+
+    @classmethod
+    def of(cls, split: Split, device, image_size: int = 0, progress: bool = False) -> "Source":
+        """The rows of ``split`` (a tree's at ``image_size`` px) on ``device``, normalized for the surrogate as the split's batches."""
+        rows = split.rows(device, image_size, progress)
+        labels = torch.from_numpy(np.array(split.labels)).to(device)
+        return cls(rows.clean, labels, split.num_classes, rows.shape, split.norm, rows.how)
 
 
 class HostLevels:
@@ -102,7 +107,7 @@ def to_levels(d: torch.Tensor) -> np.ndarray:
 def _surrogate(source: Source, p: EMParams, device) -> tuple[Surrogate, torch.optim.Optimizer]:
     model = create_model(surrogate_name(p.model, device), num_classes=source.num_classes).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
-    return Surrogate(model, source.mean, source.std, device, compile=p.compile, amp=p.amp), opt
+    return Surrogate(model, source.norm, device, compile=p.compile, amp=p.amp), opt
 
 
 def min_min(source: Source, p: EMParams, seed: int, device="cpu", class_wise: bool = False, progress: bool = True,
@@ -168,66 +173,22 @@ def min_min(source: Source, p: EMParams, seed: int, device="cpu", class_wise: bo
 
 def error_minimizing(train: ImageDataset, p: EMParams, seed: int, device="cpu", class_wise: bool = False, progress: bool = True) -> Poison:
     """Generate EM noise for the resident ``train``; returns published uint8 images and the effective int8 δ."""
-    images = torch.from_numpy(np.array(train.images)).to(device)
-    labels = torch.from_numpy(np.array(train.labels)).to(device)
-    h, w, c = train.shape
-    source = Source(lambda idx: gather(images, idx), labels, train.num_classes, (c, h, w), train.meta["mean"], train.meta["std"])
+    source = Source.of(train, device)
     delta, info = min_min(source, p, seed, device, class_wise, progress)
     clean = np.asarray(train.images)
-    per_sample = (delta[labels] if class_wise else delta).permute(0, 2, 3, 1).cpu().numpy()
+    per_sample = (delta[source.labels] if class_wise else delta).permute(0, 2, 3, 1).cpu().numpy()
     poisoned = quantize(clean, per_sample)
     return Poison(poisoned, effective_delta(clean, poisoned), info)
 
 
-def decode_cache_budget() -> int:
-    """Bytes of host memory a tree's decoded images may take: ``PST_FAST_DECODE_CACHE_GB``, else a quarter of the
-    memory available now (of the physical memory where that is unknown; 0 = no cache when neither is)."""
-    if gb := os.environ.get("PST_FAST_DECODE_CACHE_GB"):
-        try:
-            return int(float(gb) * 2**30)
-        except ValueError:
-            raise PstFastError(f"PST_FAST_DECODE_CACHE_GB={gb!r}: expected a number of GB") from None
-    for pages in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):  # the first is Linux-only
-        try:
-            return os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE") // 4
-        except (ValueError, OSError):
-            continue
-    return 0
-
-
-def tree_reader(loader, progress: bool = True) -> tuple[Callable, str]:
-    """``(clean, how)``: ``clean(idx)`` -> float (B, C, S, S) in [0, 1] on the loader's device for (B,) device rows.
-
-    When the split's uint8 images at the loader's size fit :func:`decode_cache_budget`, each is decoded once, into
-    host memory, and batches are gathered from there; otherwise every batch is decoded again.
-    Both give the same values (the loader's ``mean``/``std`` must be 0/1); ``how`` says which was chosen, for the poison's meta."""
-    n, s = len(loader.split), loader.image_size
-    if (size := n * s * s * 3) > (budget := decode_cache_budget()):
-        return (lambda idx: loader.batch(idx.cpu().numpy())), f"every batch ({size / 2**20:,.0f} MiB of images > the decode cache budget, {budget / 2**20:,.0f} MiB)"
-    images = torch.empty((n, s, s, 3), dtype=torch.uint8)
-    for lo in tqdm(range(0, n, CACHE_CHUNK), desc="decode", unit="chunk", disable=not progress):
-        images[lo : lo + CACHE_CHUNK] = loader.pixels(np.arange(lo, min(lo + CACHE_CHUNK, n)))
-    dev = loader.device
-
-    def clean(idx: torch.Tensor) -> torch.Tensor:
-        rows = images[idx.cpu()].to(dev)
-        return gather(rows, torch.arange(len(rows), device=dev))
-    return clean, f"once, into host memory ({size / 2**20:,.0f} MiB)"
-
-
-def error_minimizing_tree(split: FolderSplit, image_size: int, p: EMParams, seed: int, device="cpu", class_wise: bool = False,
+def error_minimizing_tree(split: Split, image_size: int, p: EMParams, seed: int, device="cpu", class_wise: bool = False,
                           progress: bool = True) -> tuple[np.ndarray, dict]:
     """EM noise for an ImageFolder ``split`` read with the evaluation transform (centre crop resized to ``image_size``):
     (int8 δ (K|N, S, S, 3) in pixel levels, info). Images are decoded by Pillow threads, once when they fit the decode cache
-    (:func:`tree_reader`); sample-wise δ stays on the host."""
-    from ..data.fallback import FallbackLoader
-
-    loader = FallbackLoader(split, p.batch_size, image_size, shuffle=False, augment=False, device=device, mean=(0.0,) * 3, std=(1.0,) * 3)
-    labels = torch.from_numpy(split.labels).to(device)
-    clean, decoded = tree_reader(loader, progress)
-    source = Source(clean, labels, split.num_classes, (3, image_size, image_size), IMAGENET_MEAN, IMAGENET_STD)
+    (:func:`pst_fast.data.rows.folder_rows`); sample-wise δ stays on the host."""
+    source = Source.of(split, device, image_size, progress)
     delta, info = min_min(source, p, seed, device, class_wise, progress, host=True)
-    info["decoded"] = decoded
+    info["decoded"] = source.how
     if class_wise:
         return to_levels(delta), info
     return delta.levels, info

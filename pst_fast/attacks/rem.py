@@ -83,7 +83,7 @@ def rem(train: ImageDataset, p: REMParams, seed: int, device="cpu", progress=Tru
     name = surrogate_name(p.model, device)
     model = create_model(name, num_classes=train.num_classes).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
-    surrogate = Surrogate(model, train.meta["mean"], train.meta["std"], device, compile=p.compile, amp=p.amp)
+    surrogate = Surrogate(model, train.norm, device, compile=p.compile, amp=p.amp)
     attack = PGD(steps=p.adv_steps, step_size=p.adv_step_size, eps=p.adv_eps, direction=1, random_start=True)
     delta = torch.zeros((n, c, h, w), device=device)
     batches = cycle_batches(n, p.batch_size, g, device)

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..data.folder import FolderSplit
 from ..data.format import ImageDataset
+from ..data.rows import decode_cache_budget
 from ..errors import PstFastError
-from .em import decode_cache_budget
 
 MODEL_FREE = ("lsp", "ops", "ar", "cuda", "random", "random-class", "region")  # attacks of synthetic.py: no surrogate
 

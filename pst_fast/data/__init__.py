@@ -1,6 +1,8 @@
 """Datasets: the canonical format, importers, the embedded ``cifar10-mini``, the device-resident loader, and ImageFolder
 trees read in place (``folder``) by the DALI or fallback loader (``folder_loader``).
 
+Both kinds are a :class:`Split` (``split``): ``open_splits`` / ``open_split`` open ``--data`` whatever its kind,
+``batch_loader`` makes a split's batch loader, and every batch is normalized by its :class:`Normalization`.
 ``load(name_or_dir, split)`` accepts a registered name (``cifar10-mini``), a directory holding
 ``train/`` and ``test/`` split directories, or a single split directory; ``describe`` names one for plot titles.
 """
@@ -9,32 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import DataError
 from . import embedded
 from .folder import is_image_folder
 from .format import ImageDataset, read_dataset, write_dataset
-
-SPLITS = ("train", "test")
-
-
-def resolve(name_or_dir: str | Path, split: str) -> Path:
-    """The directory of ``split`` for a registered name or a path."""
-    if split not in SPLITS:
-        raise DataError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
-    key = str(name_or_dir)
-    if key in embedded.REGISTRY:
-        return embedded.materialize(key) / split
-    p = Path(key).expanduser()
-    if (p / split / "meta.json").is_file():
-        return p / split
-    if (p / "meta.json").is_file():
-        return p
-    if not p.exists():
-        raise DataError(
-            f"--data {key}: no such dataset (registered names: {', '.join(embedded.REGISTRY)}; "
-            "or a directory with train/ and test/ made by 'pst-fast data import')"
-        )
-    raise DataError(f"--data {key}: expected {p / split}/meta.json (a directory made by 'pst-fast data import')")
+from .importers import SPLITS
+from .normalization import Normalization
+from .split import Reading, Split, batch_loader, open_split, open_splits, resolve
 
 
 def describe(name_or_dir: str | Path, poison: str | Path = "") -> str:
@@ -71,4 +53,5 @@ def load(name_or_dir: str | Path, split: str = "train", verify: bool = True) -> 
     return read_dataset(resolve(name_or_dir, split), verify=verify)
 
 
-__all__ = ["ImageDataset", "load", "resolve", "read_dataset", "write_dataset", "is_image_folder", "describe", "SPLITS"]
+__all__ = ["ImageDataset", "load", "resolve", "read_dataset", "write_dataset", "is_image_folder", "describe", "SPLITS", "Split",
+           "Normalization", "Reading", "open_split", "open_splits", "batch_loader"]

@@ -64,7 +64,7 @@ class DaliLoader(FolderLoader):
             if delta:
                 d = delta[0].gpu() if gpu else delta[0]
                 images = fn.cast(math.clamp(fn.cast(images, dtype=types.INT16) + fn.cast(d, dtype=types.INT16), 0, 255), dtype=types.UINT8)
-            x = fn.crop_mirror_normalize(images, mirror=flip, mean=[255 * m for m in self.mean], std=[255 * sd for sd in self.std],
+            x = fn.crop_mirror_normalize(images, mirror=flip, mean=[255 * m for m in self.norm.mean], std=[255 * sd for sd in self.norm.std],
                                          dtype=types.FLOAT, output_layout="CHW" if self.layout == "nchw" else "HWC")
             pipe.set_outputs(x)
         pipe.build()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..ops.augment import augment_op, normalization
+from ..ops.augment import augment_op
 from .folder_loader import FolderLoader, Plan, View
 from .safe_pickle import brief
 
@@ -79,7 +79,7 @@ class FallbackLoader(FolderLoader):
             return next(xs)
 
     def _decode(self, plan: Plan) -> Iterator[torch.Tensor]:
-        scale, bias = normalization(self.mean, self.std, self.device)
+        scale, bias = self.norm.scale_bias(self.device)
         views = iter(plan.views)
         pool = ThreadPoolExecutor(self.workers)
         try:

@@ -26,6 +26,7 @@ from ..errors import DataError
 from .embedded import REGISTRY
 from .importers import IMAGE_EXTS, SPLITS, _hidden
 from .limits import check_pixels, is_regular
+from .normalization import IMAGENET, Normalization
 from .safe_pickle import brief
 
 
@@ -35,6 +36,7 @@ class FolderSplit:
 
     ``skipped`` lists the unreadable images left out (paths relative to ``root``); ``delta`` is the optional
     int8 (K|N, S, S, C) poison the loaders add (from ``--poison DIR``, memory-mapped), ``delta_sha256`` its hash.
+    A :class:`~pst_fast.data.split.Split`: rows are decoded on every read, with the evaluation view at S px.
     """
 
     root: Path
@@ -67,6 +69,30 @@ class FolderSplit:
         if self.delta is not None:
             h.update(f"delta:{self.delta.shape}:{self.delta_sha256}".encode())
         return h.hexdigest()
+
+    @property
+    def norm(self) -> Normalization:
+        """ImageNet's mean/std (a tree has no meta.json to hold its own)."""
+        return IMAGENET
+
+    @property
+    def in_place(self) -> bool:
+        """True: image files read in place, decoded on every read."""
+        return True
+
+    def pixels(self, idx: np.ndarray, device="cpu", size: int = 0):
+        """Rows ``idx`` as float (B, 3, S, S) in [0, 1] on ``device``: decoded, the centred square of 0.875 x the short side
+        resized to ``size`` px (0: native), δ added (the evaluation view, :mod:`pst_fast.data.rows`)."""
+        from .rows import folder_pixels
+
+        return folder_pixels(self, idx, device, size)
+
+    def rows(self, device, size: int = 0, progress: bool = False):
+        """Random access to the rows as :meth:`pixels` reads them, decoded once when they fit the decode cache
+        (:class:`~pst_fast.data.rows.Rows`)."""
+        from .rows import folder_rows
+
+        return folder_rows(self, device, size, progress)
 
     def subset(self, idx: np.ndarray) -> "FolderSplit":
         """The rows ``idx`` (sorted int64) as a split of their own; a sample-wise ``delta`` keeps their rows."""

@@ -26,9 +26,9 @@ from ..errors import DataError, PstFastError
 from ..ops.augment import LAYOUTS
 from .folder import FolderSplit
 from .loader import Batch
+from .normalization import IMAGENET, Normalization
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET.mean, IMAGENET.std
 LOADERS = ("auto", "dali", "fallback")
 TRIES = 10          # random resized crop: boxes tried per image before the fallback
 CHUNK = 1 << 16     # views are drawn per chunk of rows, each from its own (seed, epoch, chunk) stream
@@ -77,7 +77,8 @@ class FolderLoader:
 
     ``augment`` picks the training transform (random resized crop + ``flip``) over the evaluation one (centre
     crop); ``shard_id``/``num_shards`` select this worker's part of each epoch; ``delta`` (int8 (K|N, S, S, C),
-    default: the split's ``delta``, from ``--poison``) is added before the flip and normalization. ``workers``: decoding threads.
+    default: the split's ``delta``, from ``--poison``) is added before the flip and the normalization ``norm`` (default: the
+    split's, ImageNet's mean/std). ``workers``: decoding threads.
     Subclasses implement ``_decode(plan)``: one normalized float tensor per view.
     """
 
@@ -85,7 +86,7 @@ class FolderLoader:
 
     def __init__(self, split: FolderSplit, batch_size: int = 256, image_size: int = 0, shuffle: bool = True, seed: int = 0,
                  augment: bool = True, device: str | torch.device = "cpu", drop_last: bool | None = None, flip: bool = True,
-                 shard_id: int = 0, num_shards: int = 1, mean=IMAGENET_MEAN, std=IMAGENET_STD, layout: str = "nchw",
+                 shard_id: int = 0, num_shards: int = 1, norm: Normalization | None = None, layout: str = "nchw",
                  delta=None, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), crop_fraction: float = 0.875, workers: int | None = None):
         if batch_size <= 0:
             raise DataError(f"batch_size={batch_size}: expected a positive integer")
@@ -114,7 +115,7 @@ class FolderLoader:
         self.flip = flip and augment
         self.shard_id, self.num_shards = shard_id, num_shards
         self.lo, self.hi = shard_id * len(split) // num_shards, (shard_id + 1) * len(split) // num_shards
-        self.mean, self.std, self.layout = tuple(mean), tuple(std), layout
+        self.norm, self.layout = norm or split.norm, layout
         self.scale, self.ratio, self.crop_fraction = tuple(scale), tuple(ratio), crop_fraction
         self.workers = workers or os.cpu_count() or 1
         self.epoch = 0

@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import DataError
 from ..io import temp_dir
 from .limits import read_regular
+from .normalization import Normalization
 
 FORMAT_VERSION = 2  # 2: meta.json is covered by sha256.meta; 1: the arrays only (still read)
 READ_VERSIONS = (1, 2)
@@ -39,7 +40,8 @@ ARRAY_DTYPES = {"images": np.uint8, "labels": np.int64, "delta": np.int8}
 
 @dataclasses.dataclass
 class ImageDataset:
-    """One split of a dataset: ``images`` (N,H,W,C) uint8, ``labels`` (N,) int64, optional ``delta``."""
+    """One split of a dataset: ``images`` (N,H,W,C) uint8, ``labels`` (N,) int64, optional ``delta``; a
+    :class:`~pst_fast.data.split.Split`."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -71,6 +73,52 @@ class ImageDataset:
     @property
     def is_poisoned(self) -> bool:
         return "attack" in self.meta
+
+    @property
+    def norm(self) -> Normalization:
+        """The normalization of its batches: meta.json's mean/std (0.5 / 0.25 per channel where it has none)."""
+        c = self.images.shape[-1]
+        return Normalization(self.meta.get("mean", (0.5,) * c), self.meta.get("std", (0.25,) * c))
+
+    @property
+    def skipped(self) -> list[str]:
+        """Source images left out as unreadable when the split was imported (meta.json ``skipped``)."""
+        return list(self.meta.get("skipped", []))
+
+    @property
+    def in_place(self) -> bool:
+        """False: the split is whole uint8 arrays (``images``), not image files read in place."""
+        return False
+
+    def native_size(self) -> int | None:
+        """The side of the images when they are square, else None."""
+        h, w, _ = self.shape
+        return h if h == w else None
+
+    def subset(self, idx: np.ndarray) -> "ImageDataset":
+        """The rows ``idx`` (sorted int64) in memory, as a split of their own; a sample-wise ``delta`` keeps their rows."""
+        sample_wise = self.delta is not None and len(self.delta) == len(self)
+        return dataclasses.replace(self, images=np.asarray(self.images[idx]), labels=np.asarray(self.labels[idx]),
+                                   delta=np.asarray(self.delta[idx]) if sample_wise else self.delta)
+
+    def _check_size(self, size: int) -> None:
+        if size and self.shape[:2] != (size, size):
+            raise DataError(f"{self.path or self.meta.get('name', 'dataset')}: images are {self.shape[0]}x{self.shape[1]} px; a "
+                            f"canonical split is read at its own size, not at {size} px")
+
+    def pixels(self, idx: np.ndarray, device="cpu", size: int = 0):
+        """Rows ``idx`` as float (B, C, H, W) in [0, 1] on ``device`` (``size``: 0 or the images' own side)."""
+        from .rows import array_pixels
+
+        self._check_size(size)
+        return array_pixels(self.images, idx, device)
+
+    def rows(self, device, size: int = 0, progress: bool = False):
+        """Random access to the rows, the images resident on ``device`` (:class:`~pst_fast.data.rows.Rows`)."""
+        from .rows import array_rows
+
+        self._check_size(size)
+        return array_rows(self.images, device)
 
 
 def fingerprint(images_sha: str, labels_sha: str) -> str:

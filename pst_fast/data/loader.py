@@ -15,6 +15,7 @@ import torch
 from ..errors import DataError
 from ..ops.augment import augment_batch
 from .format import ImageDataset
+from .normalization import Normalization
 
 
 class Batch(NamedTuple):
@@ -29,8 +30,7 @@ class BatchLoader(Protocol):
     name: str              # 'device', 'dali' or 'fallback'
     device: torch.device   # where batches are
     num_classes: int
-    mean: tuple            # per channel, in [0, 1]: batches hold (x / 255 - mean) / std
-    std: tuple
+    norm: Normalization    # batches hold (x / 255 - mean) / std
     layout: str            # 'nchw' or 'channels_last'
 
     @property
@@ -53,7 +53,7 @@ class DeviceLoader:
     """Iterate over ``dataset`` in batches of ``batch_size`` on ``device``.
 
     ``delta`` (int8, (N|K, H, W, C)) is added on the fly with clamping: per sample when its first dim is
-    N, per class when it is K. ``mean``/``std`` default to the dataset's ``meta`` (per channel, in [0, 1]).
+    N, per class when it is K. ``norm`` defaults to the dataset's (:attr:`ImageDataset.norm`).
     """
 
     name = "device"
@@ -69,8 +69,7 @@ class DeviceLoader:
         drop_last: bool | None = None,
         crop_pad: int = 4,
         flip: bool = True,
-        mean=None,
-        std=None,
+        norm: Normalization | None = None,
         layout: str = "nchw",
         out_dtype: torch.dtype = torch.float32,
         delta=None,
@@ -95,8 +94,7 @@ class DeviceLoader:
         self.epoch = 0
         self.crop_pad = crop_pad if augment else 0
         self.flip = flip and augment
-        self.mean = tuple(mean if mean is not None else dataset.meta.get("mean", (0.5,) * self.images.shape[-1]))
-        self.std = tuple(std if std is not None else dataset.meta.get("std", (0.25,) * self.images.shape[-1]))
+        self.norm = norm or dataset.norm
         self.layout = layout
         self.out_dtype = out_dtype
 
@@ -125,7 +123,7 @@ class DeviceLoader:
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = augment_batch(
                 self.images, idx, delta=self.delta, labels=self.labels if self.class_wise else None,
-                crop_pad=self.crop_pad, flip=self.flip, mean=self.mean, std=self.std,
+                crop_pad=self.crop_pad, flip=self.flip, mean=self.norm.mean, std=self.norm.std,
                 layout=self.layout, out_dtype=self.out_dtype, generator=g,
             )
             yield Batch(x, self.labels[idx], idx)

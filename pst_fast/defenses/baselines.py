@@ -2,7 +2,7 @@
 
 Each ``name(cfg, params) -> Hooks`` gets its parameters typed (the dataclass below, shown by ``pst-fast defenses``,
 parsed once where the run is assembled). Batch defenses see the loader's cropped, flipped, normalized batch; those that need
-pixels in [0, 1] undo the normalization with ``state.mean`` / ``state.std``. Their random draws come from a
+pixels in [0, 1] go through the batches' normalization ``state.norm`` and back. Their random draws come from a
 generator seeded by (run seed, step), so a resumed run draws what an uninterrupted one would.
 """
 from __future__ import annotations
@@ -69,12 +69,12 @@ def _generator(state: TrainState, device, salt: int) -> torch.Generator:
 
 
 def _to01(x: torch.Tensor, state: TrainState) -> torch.Tensor:
-    return (x * state.std + state.mean).clamp_(0, 1)
+    return state.norm.to01(x)
 
 
 def _from01(x01: torch.Tensor, like: torch.Tensor, state: TrainState) -> torch.Tensor:
-    fmt = torch.channels_last if like.dim() == 4 and not like.is_contiguous() else torch.contiguous_format
-    return ((x01 - state.mean) / state.std).contiguous(memory_format=fmt)
+    """``x01`` normalized, in the memory format of the batch ``like``."""
+    return state.norm.from01(x01, torch.channels_last if like.dim() == 4 and not like.is_contiguous() else torch.contiguous_format)
 
 
 def _ce(logits: torch.Tensor, y: torch.Tensor, state: TrainState, reduction: str = "mean") -> torch.Tensor:

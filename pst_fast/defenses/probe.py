@@ -21,8 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.format import ImageDataset
-from ..ops.augment import augment_batch
+from ..data import Normalization, Split
 from . import transforms
 
 
@@ -60,24 +59,23 @@ def balanced_indices(labels: np.ndarray, num_classes: int, size: int, seed: int)
 
 
 class Probe:
-    """The probe images, resident and normalized like the training batches, and their ``views``.
+    """The probe images of the training split ``train`` (rows read by ``train.pixels`` at ``image_size`` px: a tree's evaluation
+    view), resident and normalized like the training batches (``norm``), and their ``views``.
 
     ``scores(model)`` -> {"acc", "acc/<view>", "shortcut", "acm1/<block>", "acm4/<block>", "acm4gap/<block>"} under
     no_grad in eval mode (the caller restores train mode).
     """
 
-    def __init__(self, train: ImageDataset, size: int, seed: int, mean, std, device, channels_last: bool,
-                 views: tuple[str, ...] = ("gray", "jpeg", "blur"), quorum: int = 2):
+    def __init__(self, train: Split, size: int, seed: int, norm: Normalization, device, channels_last: bool,
+                 views: tuple[str, ...] = ("gray", "jpeg", "blur"), quorum: int = 2, image_size: int = 0):
         labels = np.asarray(train.labels)
         idx = balanced_indices(labels, train.num_classes, size, seed)
-        images = torch.from_numpy(np.asarray(train.images[idx]))
         self.labels = torch.from_numpy(labels[idx]).to(device)
         self.num_classes = train.num_classes
         self.quorum = quorum
-        x01 = augment_batch(images, torch.arange(len(images)), crop_pad=0, flip=False, mean=(0.0,) * len(mean), std=(1.0,) * len(std))
-        m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+        x01 = train.pixels(idx, "cpu", image_size)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.inputs = {name: ((fn(x01).clamp(0, 1) - m) / s).to(device).contiguous(memory_format=fmt)
+        self.inputs = {name: norm.from01(fn(x01).clamp(0, 1)).to(device).contiguous(memory_format=fmt)
                        for name, fn in {"raw": lambda x: x, **{v: VIEWS[v] for v in views}}.items()}
 
     @torch.no_grad()

@@ -129,15 +129,14 @@ class StagedTraining:
         self.candidates = names[:depth]
         self.run_dir = state.run_dir
         train = state.train
-        if train is None or not hasattr(train, "images"):
-            raise PstFastError(f"--defense {self.cfg.defense}: its probe reads the canonical format, not an ImageFolder tree "
-                               f"(pst-fast data import {self.cfg.data} --out DIR)")
+        if train is None:
+            raise PstFastError(f"--defense {self.cfg.defense}: its probe reads the training split, which the trainer did not hand over")
         self.steps_per_epoch = max(1, len(train) // self.cfg.batch_size)
         total = self.cfg.epochs * self.steps_per_epoch
         self.last_hold_step = self.p.hold_until * (min(total, self.cfg.max_steps) if self.cfg.max_steps else total)
         channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        self.probe = Probe(train, self.p.probe_size, self.cfg.seed, state.mean.flatten().tolist(), state.std.flatten().tolist(), x.device,
-                           channels_last, self.views if self.p.detector in ("shortcut", "acm4gap") else (), self.p.quorum)
+        self.probe = Probe(train, self.p.probe_size, self.cfg.seed, state.norm, x.device, channels_last,
+                           self.views if self.p.detector in ("shortcut", "acm4gap") else (), self.p.quorum, self.cfg.image_size)
         if self.loaded:  # a resumed run: the state its checkpoint holds
             for key, value in self.loaded.items():
                 setattr(self, key, value)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.format import ImageDataset
+from ..data import Split
 from ..errors import PstFastError
 from ..io import atomic_write, atomic_write_json
 from .plot import plot_sal
@@ -80,7 +80,7 @@ class SALRecord:
         return cls(layers, meta, epochs, arrays)
 
 
-def record_meta(scfg: SALConfig, tcfg, train_ds: ImageDataset) -> dict:
+def record_meta(scfg: SALConfig, tcfg, train_ds: Split) -> dict:
     """What a SAL record states about its run (UD refuses to compare runs that differ in it)."""
     return {"sal_config": dataclasses.asdict(scfg), "model": tcfg.model, "train_epochs": tcfg.epochs, "data": tcfg.data,
             "data_fingerprint": train_ds.fingerprint, "poisoned": train_ds.is_poisoned, "seed": tcfg.seed, "defense": tcfg.defense,
@@ -90,7 +90,7 @@ def record_meta(scfg: SALConfig, tcfg, train_ds: ImageDataset) -> dict:
 class SALRecorder:
     """Trainer epoch-end hook: measures SAL after the epochs ``scfg`` selects and saves the record in ``out``."""
 
-    def __init__(self, scfg: SALConfig, tcfg, train_ds: ImageDataset, test_ds: ImageDataset, out, start_epoch: int, **loader_kw):
+    def __init__(self, scfg: SALConfig, tcfg, train_ds: Split, test_ds: Split, out, start_epoch: int, **loader_kw):
         self.scfg, self.tcfg, self.train_ds, self.test_ds, self.out, self.loader_kw = scfg, tcfg, train_ds, test_ds, out, loader_kw
         meta = record_meta(scfg, tcfg, train_ds)
         self.record = SALRecord.load(out) if out is not None and (out / "sal.npz").is_file() else None

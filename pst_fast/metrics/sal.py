@@ -31,14 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.folder import FolderSplit
-from ..data.folder_loader import folder_loader
-from ..data.format import ImageDataset
-from ..data.loader import DeviceLoader
+from .. import data
 from ..errors import PstFastError
 from ..models.fold import fold_batchnorm
 from ..ops.sal import sal_project_, sal_sharpness
 from ..options import opt
+from ..training.inputs import reading
 
 MODE_DEFAULTS = {"exact": dict(rounds=10, subset=0, every=1), "fast": dict(rounds=2, subset=1024, every=1)}
 
@@ -103,21 +101,19 @@ class SALData:
     """The passes over the SAL data: ``train_pass(k)`` (SGD batches, last partial batch dropped, as the
     official loader) and ``eval_pass(k)`` (every image once); each a fresh seeded shuffle and augmentation.
 
-    An ImageFolder split is read by its DALI or fallback loader (``loader_kw['loader']``: auto, dali or fallback)
-    with the evaluation transform (centre crop, no flip) whatever ``augment`` says: only the order is drawn.
+    Batches come from the split's loader (:func:`pst_fast.data.batch_loader`, ``loader_kw``: reading, norm, layout, device)
+    without random resized crops: an ImageFolder split is read with its evaluation view (centre crop, no flip) whatever
+    ``augment`` says, only the order is drawn.
     """
 
-    def __init__(self, dataset: ImageDataset | FolderSplit, batch_size: int, eval_batch_size: int, seed: int, augment: bool,
-                 subset: int = 0, **loader_kw):
-        folder = isinstance(dataset, FolderSplit)
+    def __init__(self, dataset: data.Split, batch_size: int, eval_batch_size: int, seed: int, augment: bool, subset: int = 0,
+                 **loader_kw):
         if subset and subset < len(dataset):
-            idx = class_balanced_subset(np.asarray(dataset.labels), subset, seed)
-            dataset = dataset.subset(idx) if folder else ImageDataset(np.asarray(dataset.images[idx]), np.asarray(dataset.labels[idx]), dataset.meta)
+            dataset = dataset.subset(class_balanced_subset(np.asarray(dataset.labels), subset, seed))
         if batch_size > len(dataset):
             raise PstFastError(f"SAL batch size {batch_size} is larger than its data ({len(dataset)} images)")
         self.num_images = len(dataset)
-        make = (functools.partial(folder_loader, loader_kw.pop("loader"), dataset, augment=False) if folder
-                else functools.partial(DeviceLoader, dataset, augment=augment))
+        make = functools.partial(data.batch_loader, dataset, augment=augment, resized_crops=False)
         self._train = make(batch_size=batch_size, shuffle=True, drop_last=True, seed=2 * seed, **loader_kw)
         self._eval = make(batch_size=eval_batch_size, shuffle=True, drop_last=False, seed=2 * seed + 1, **loader_kw)
 
@@ -130,16 +126,14 @@ class SALData:
         return iter(self._eval)
 
 
-def make_sal_data(scfg: SALConfig, tcfg, train_ds: ImageDataset | FolderSplit, test_ds: ImageDataset | FolderSplit, epoch: int,
-                  **loader_kw) -> SALData:
-    """The SAL data of epoch ``epoch`` of a run with training config ``tcfg`` (seeded by its seed and the epoch)."""
+def make_sal_data(scfg: SALConfig, tcfg, train_ds: data.Split, test_ds: data.Split, epoch: int, layout: str = "nchw",
+                  device="cpu") -> SALData:
+    """The SAL data of epoch ``epoch`` of a run with training config ``tcfg`` (seeded by its seed and the epoch), read and
+    normalized as the run's training split."""
     on_train = scfg.data == "train"
-    if isinstance(train_ds, FolderSplit):
-        how = dict(loader=tcfg.loader, image_size=tcfg.image_size or train_ds.native_size() or 0)
-    else:
-        how = dict(crop_pad=tcfg.crop_pad, flip=tcfg.flip)
     return SALData(train_ds if on_train else test_ds, scfg.batch_size or tcfg.batch_size, scfg.eval_batch_size,
-                   seed=tcfg.seed * 100_003 + epoch, augment=on_train, subset=scfg.subset, **how, **loader_kw)
+                   seed=tcfg.seed * 100_003 + epoch, augment=on_train, subset=scfg.subset, reading=reading(tcfg).at(train_ds),
+                   norm=train_ds.norm, layout=layout, device=device)
 
 
 @dataclass

@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..data.normalization import Normalization
+
 
 @dataclass
 class TrainState:
@@ -33,10 +35,9 @@ class TrainState:
     logits: torch.Tensor | None = None
     log: dict = field(default_factory=dict)
     stop: bool = False
-    train: Any = None                  # the training split the loader draws from (ImageDataset or FolderSplit)
+    train: Any = None                  # the training split the loader draws from (a pst_fast.data.Split)
     run_dir: Any = None                # the run directory (pathlib.Path), or None for a run without files
-    mean: torch.Tensor | None = None   # (1, C, 1, 1) normalization of the batches the loss hook sees:
-    std: torch.Tensor | None = None    # x_normalized = (x01 - mean) / std
+    norm: Normalization | None = None  # the normalization of the batches the loss hook sees
 
 
 @dataclass

@@ -1,73 +1,35 @@
-"""The inputs of a training run, built from its TrainConfig: the train and test splits (canonical datasets, or
-ImageFolder trees scanned in place), their batch loaders, and the seeded model. Shared by the run assembly
+"""The inputs of a training run, built from its TrainConfig: the train and test splits (:class:`pst_fast.data.Split`:
+canonical datasets, or ImageFolder trees scanned in place), their batch loaders, and the seeded model. Shared by the run assembly
 (:mod:`pst_fast.run`) and everything that rebuilds a finished run's inputs (offline SAL)."""
 from __future__ import annotations
-
-import dataclasses
 
 import torch
 
 from .. import data
-from ..data.folder import FolderSplit, is_image_folder, scan, split_dir
-from ..data.folder_loader import folder_loader
-from ..data.folder_poison import load_folder_poison
-from ..data.loader import BatchLoader, DeviceLoader
-from ..data.validation import carve
+from ..data.loader import BatchLoader
 from ..errors import PstFastError
 from ..models import create_model
 from .config import TrainConfig
 from .rundir import load_checkpoint
 
 
-def splits(cfg: TrainConfig, whole_arrays: bool = False):
-    """(train, test) splits of ``cfg.data``: ImageDatasets for a canonical dataset, FolderSplits for an ImageFolder tree."""
-    return folder_splits(cfg, whole_arrays) if is_image_folder(cfg.data) else load_splits(cfg)
+def reading(cfg: TrainConfig) -> data.Reading:
+    """How the run ``cfg`` reads its data (loader, image size, crop padding, flip)."""
+    return data.Reading(cfg.loader, cfg.image_size, cfg.crop_pad, cfg.flip)
 
 
-def load_splits(cfg: TrainConfig):
-    """The train and test splits of a canonical dataset."""
-    if is_image_folder(cfg.data):
-        raise PstFastError(f"--data {cfg.data}: an ImageFolder tree; this needs the canonical format (pst-fast data import {cfg.data} --out DIR)")
-    if cfg.loader != "auto" or cfg.image_size or cfg.skip_bad or cfg.poison:
-        raise PstFastError(f"--data {cfg.data}: --loader, --image-size, --skip-bad and --poison apply to ImageFolder trees, not to a "
-                           "canonical dataset (a canonical poison is itself the --data)")
-    train_ds, test_ds = data.load(cfg.data, "train"), data.load(cfg.data, "test")
-    if train_ds.classes != test_ds.classes:
-        raise PstFastError(f"--data {cfg.data}: train and test splits list different classes")
-    if train_ds.shape != test_ds.shape:
-        raise PstFastError(f"--data {cfg.data}: train images are {'x'.join(map(str, train_ds.shape))}, test images "
-                           f"{'x'.join(map(str, test_ds.shape))} (H x W x C); both splits need one size")
-    if cfg.val_split:
-        return carve(train_ds, cfg.val_split)
-    return train_ds, test_ds
+def splits(cfg: TrainConfig, needs_arrays: str = "") -> tuple[data.Split, data.Split]:
+    """(train, test) splits of ``cfg.data`` (:func:`pst_fast.data.open_splits`: a canonical dataset, or an ImageFolder tree
+    scanned in place with ``--poison``'s δ attached); ``needs_arrays`` names what needs the canonical format (a tree is then refused)."""
+    return data.open_splits(cfg.data, reading(cfg), skip_bad=cfg.skip_bad, poison=cfg.poison, val_split=cfg.val_split,
+                            needs_arrays=needs_arrays, progress=not cfg.quiet)
 
 
-def folder_splits(cfg: TrainConfig, whole_arrays: bool = False) -> tuple[FolderSplit, FolderSplit]:
-    """The train and test splits of an ImageFolder tree, scanned in place, ``--poison``'s δ attached to the training split;
-    refuses what needs whole arrays (``whole_arrays``: the defense replaces the training images before training)."""
-    if cfg.val_split:
-        raise PstFastError(f"--val-split {cfg.val_split}: carves from a canonical dataset, not an ImageFolder tree (pst-fast data import {cfg.data} --out DIR)")
-    if whole_arrays:
-        raise PstFastError(f"--defense {cfg.defense}: needs the canonical format, not an ImageFolder tree (pst-fast data import {cfg.data} --out DIR)")
-    train_ds, test_ds = (scan(split_dir(cfg.data, s), "skip" if cfg.skip_bad else "fail", progress=not cfg.quiet) for s in data.SPLITS)
-    if train_ds.classes != test_ds.classes:
-        raise PstFastError(f"--data {cfg.data}: train/ and test/ hold different class folders")
-    if cfg.poison:
-        size = cfg.image_size or train_ds.native_size() or 0
-        delta, meta = load_folder_poison(cfg.poison, train_ds, size)
-        train_ds = dataclasses.replace(train_ds, delta=delta, delta_sha256=meta["sha256"])
-    return train_ds, test_ds
-
-
-def make_loaders(cfg: TrainConfig, train_ds, test_ds, layout: str, device: torch.device) -> tuple[BatchLoader, BatchLoader]:
-    """(training loader, evaluation loader): DeviceLoaders for canonical splits, DALI or fallback loaders for FolderSplits."""
-    if isinstance(train_ds, FolderSplit):
-        kw = dict(image_size=cfg.image_size or train_ds.native_size() or 0, layout=layout, device=device)
-        return (folder_loader(cfg.loader, train_ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, flip=cfg.flip, **kw),
-                folder_loader(cfg.loader, test_ds, batch_size=cfg.eval_batch_size, shuffle=False, augment=False, **kw))
-    norm = dict(mean=train_ds.meta["mean"], std=train_ds.meta["std"], layout=layout, device=device)
-    return (DeviceLoader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, crop_pad=cfg.crop_pad, flip=cfg.flip, **norm),
-            DeviceLoader(test_ds, cfg.eval_batch_size, shuffle=False, augment=False, **norm))
+def make_loaders(cfg: TrainConfig, train_ds: data.Split, test_ds: data.Split, layout: str, device: torch.device) -> tuple[BatchLoader, BatchLoader]:
+    """(training loader, evaluation loader), both normalized as the training split and read at its size."""
+    kw = dict(reading=reading(cfg).at(train_ds), norm=train_ds.norm, layout=layout, device=device)
+    return (data.batch_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed, **kw),
+            data.batch_loader(test_ds, cfg.eval_batch_size, shuffle=False, augment=False, **kw))
 
 
 def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> tuple[torch.nn.Module, bool]:

@@ -47,7 +47,7 @@ def fit(cfg: TrainConfig, model, opt, loader: BatchLoader, test_loader: BatchLoa
     _, peak_lr = resolve_optimizer(cfg)
     steps_per_epoch, total_steps, ev = len(loader), cfg.epochs * len(loader), cfg.eval_split
     state = TrainState(model=model, optimizer=opt, cfg=cfg, step=start_epoch * steps_per_epoch, train=train_ds, run_dir=run.path,
-                       mean=torch.tensor(loader.mean, device=device).view(1, -1, 1, 1), std=torch.tensor(loader.std, device=device).view(1, -1, 1, 1))
+                       norm=loader.norm)
     history = run.metrics()
     t_run = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):

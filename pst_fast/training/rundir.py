@@ -1,7 +1,7 @@
 """The run directory: everything a training run records, and resuming a killed run.
 
     config.json     the fully resolved TrainConfig (plus package/torch versions)
-    data.json       the data trained on: classes, image counts, fingerprint (ImageFolder trees: also skipped files)
+    data.json       the data trained on: classes, image counts, fingerprint, images skipped as unreadable
     metrics.jsonl   one JSON line per epoch
     checkpoint.pt   latest epoch: model + optimizer state (tensors and plain containers only)
     epochs/NNNN.pt  with --keep-checkpoints: the weights after each epoch (NNNN = epoch, 0-based)
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from ..data.folder import FolderSplit
 from ..errors import PstFastError
 from ..io import atomic_torch_save, atomic_write_json, atomic_write_text, check_out
 from .config import TrainConfig
@@ -69,8 +68,8 @@ class RunDir:
             raise PstFastError(f"--out {self.path}: exists and is not a pst_fast run directory; choose another --out")
 
     def create(self, train_ds, test_ds) -> None:
-        """After every check has passed: the directory with config.json and data.json (the data's classes, image counts and
-        fingerprint), unless a resumed run has them."""
+        """After every check has passed: the directory with config.json and data.json (the data's classes, image counts,
+        fingerprint and skipped images), unless a resumed run has them."""
         if self.path is None:
             return
         self.path.mkdir(parents=True, exist_ok=True)
@@ -79,7 +78,7 @@ class RunDir:
 
             atomic_write_json(self.file("config.json"), {"train": self.cfg.to_dict(), "pst_fast": __version__, "torch": torch.__version__})
         if not self.file("data.json").is_file():
-            skipped = {"skipped": {"train": train_ds.skipped, "test": test_ds.skipped}} if isinstance(train_ds, FolderSplit) else {}
+            skipped = {"skipped": {"train": train_ds.skipped, "test": test_ds.skipped}}
             atomic_write_json(self.file("data.json"), self._data(train_ds, test_ds) | skipped)
 
     @staticmethod
