@@ -11,12 +11,20 @@ from torch import nn
 
 
 class BlockModel(nn.Module):
-    """``blocks``: (name, module) pairs, shallow to deep; ``default_image_size``: input side in pixels."""
+    """``blocks``: (name, module) pairs, shallow to deep; ``default_image_size``: input side in pixels.
+
+    A model whose initialization reads data (airbench's whitening filters) sets ``data_init_samples`` to the number of
+    training images it wants and overrides :meth:`data_init`; the trainer calls it once, before any weights are loaded."""
+
+    data_init_samples = 0
 
     def __init__(self, blocks: list[tuple[str, nn.Module]], default_image_size: int = 32):
         super().__init__()
         self.blocks = nn.ModuleDict(blocks)
         self.default_image_size = default_image_size
+
+    def data_init(self, images: torch.Tensor) -> None:
+        """Data-dependent initialization from ``images`` (N, 3, H, W), normalized as the model's inputs; none by default."""
 
     @property
     def block_names(self) -> list[str]:

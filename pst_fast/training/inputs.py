@@ -3,6 +3,7 @@ canonical datasets, or ImageFolder trees scanned in place), their batch loaders,
 (:mod:`pst_fast.run`) and everything that rebuilds a finished run's inputs (offline SAL)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .. import data
@@ -32,10 +33,14 @@ def make_loaders(cfg: TrainConfig, train_ds: data.Split, test_ds: data.Split, la
             data.batch_loader(test_ds, cfg.eval_batch_size, shuffle=False, augment=False, **kw))
 
 
-def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> tuple[torch.nn.Module, bool]:
-    """``cfg.model`` seeded by ``cfg.seed`` (or ``--init``'s weights) on ``device``; and whether it is channels_last."""
+def build_model(cfg: TrainConfig, num_classes: int, device: torch.device, train: data.Split | None = None) -> tuple[torch.nn.Module, bool]:
+    """``cfg.model`` seeded by ``cfg.seed`` (or ``--init``'s weights) on ``device``; and whether it is channels_last. A model
+    with a data-dependent initialization (``data_init_samples``) reads it from ``train``, evenly strided over the split."""
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=num_classes)
+    if model.data_init_samples and train is not None:
+        idx = np.arange(0, len(train), max(1, len(train) // model.data_init_samples))[:model.data_init_samples]
+        model.data_init(train.norm.from01(train.pixels(idx, "cpu")))
     if cfg.init:
         state = load_checkpoint(cfg.init)
         state = state.get("model", state)
