@@ -26,6 +26,7 @@ from .options import identity as option_identity, named_args
 from .training.config import TrainConfig
 from .training.hooks import Hooks
 from .training.inputs import build_model, make_loaders, splits
+from .training.lookahead import Lookahead
 from .training.loop import fit
 from .training.optim import block_param_groups, make_optimizer
 from .training.protocols import with_protocol
@@ -74,7 +75,7 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
     if hooks.prepare_train is not None:
         train_ds = hooks.prepare_train(train_ds)
     run.check_data(train_ds, test_ds)
-    model, channels_last = build_model(cfg, train_ds.num_classes, device)
+    model, channels_last = build_model(cfg, train_ds.num_classes, device, train_ds)
     opt = (hooks.make_optimizer or make_optimizer)((hooks.param_groups or block_param_groups)(model, cfg), cfg)
     loader, test_loader = make_loaders(cfg, train_ds, test_ds, "channels_last" if channels_last else "nchw", device)
     if len(loader) == 0:
@@ -85,6 +86,10 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
     if spec.sal is not None:
         hooks.on_epoch_end.append(SALRecorder(spec.sal, cfg, train_ds, test_ds, run.path, run.resume_point()[0], layout=loader.layout,
                                               device=device))
+    if cfg.lookahead:
+        lookahead = Lookahead()
+        hooks.on_step.append(lookahead)
+        hooks.stateful["lookahead"] = lookahead
     if cfg.tensorboard:  # last, so that it sees the fields the other hooks add to the line
         from .tensorboard import TensorBoardLog
 

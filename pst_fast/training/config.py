@@ -31,12 +31,17 @@ class TrainConfig:
     momentum: float = opt(0.9, "SGD momentum", ge=0, lt=1)
     nesterov: bool = opt(True, "SGD with Nesterov momentum (pst_fast's default; the official UD protocol uses plain momentum)", later=True)
     weight_decay: float = opt(5e-4, "weight decay (decoupled for adamw; 0.05 is typical there)", ge=0)
-    schedule: str = opt("cosine", "learning-rate schedule after warm-up", ("cosine", "onecycle", "constant"))
+    schedule: str = opt("cosine", "learning-rate schedule after warm-up; triangle = airbench's: from 0.2x up to the peak over the warm-up, "
+                        "then linearly down to 0.07x", ("cosine", "onecycle", "constant", "triangle"))
     warmup_epochs: float = opt(1.0, "linear warm-up length in epochs (may be fractional)", ge=0)
     label_smoothing: float = opt(0.2, "cross-entropy label smoothing", ge=0, lt=1)
     grad_clip: float = opt(0.0, "clip the global gradient norm to this value; 0 = off", ge=0)
     crop_pad: int = opt(4, "random-crop padding in pixels (0 = no crop)", ge=0)
     flip: bool = opt(True, "random horizontal flip")
+    lookahead: bool = opt(False, "airbench's lookahead: from epoch 3, every 5 steps the weights are pulled to an EMA of themselves "
+                          "(decay 0.95^5 x (step/total)^3), and the run ends on the EMA", later=True)
+    tta: int = opt(0, "test-time augmentation of the evaluation: 0 none, 1 mean logits of the image and its mirror, 2 airbench's "
+                   "mirror + 1-px translations", (0, 1, 2), later=True)
     eval_every: int = opt(1, "evaluate on the clean test split every k epochs (the last epoch always)", ge=1)
     eval_batch_size: int = opt(1000, "test-time batch size", ge=1)
     seed: int = opt(0, "one seed for model init, data order and augmentation", ge=0)
@@ -58,7 +63,8 @@ class TrainConfig:
                            "losses, per-layer SAL, PST's detector values; text: stage changes); empty = none")
     keep_checkpoints: bool = opt(False, "also keep every epoch's weights as epochs/NNNN.pt (SAL afterwards: 'pst-fast sal RUN')")
     protocol: str = opt("", "a named preset of the options above, which explicit options override: official-ud = the UD paper's "
-                        "training (docs/metrics.md)", ("", "official-ud"), later=True)
+                        "training (docs/metrics.md); airbench94 = the airbench94 recipe on --model airbench (docs/recipes.md)",
+                        ("", "official-ud", "airbench94"), later=True)
 
     # options that do not change what a run computes (a resumed run may change them); a protocol is its resolved options
     VOLATILE = ("out", "quiet", "device", "compile", "keep_checkpoints", "tensorboard", "protocol")

@@ -38,6 +38,8 @@ class TrainState:
     train: Any = None                  # the training split the loader draws from (a pst_fast.data.Split)
     run_dir: Any = None                # the run directory (pathlib.Path), or None for a run without files
     norm: Normalization | None = None  # the normalization of the batches the loss hook sees
+    steps_per_epoch: int = 0
+    total_steps: int = 0               # optimizer steps of the whole schedule (epochs x steps per epoch)
 
 
 @dataclass

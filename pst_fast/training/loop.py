@@ -21,17 +21,35 @@ from .plot import plot_curves
 from .rundir import RunDir
 
 
+def tta_logits(model, x: torch.Tensor, level: int = 0) -> torch.Tensor:
+    """(B, K) float32 logits of ``x`` (B, C, H, W) averaged over test-time views: level 0 the image alone; 1 the image and
+    its mirror; 2 (airbench's) half that mean, half the same mean over the image shifted by one pixel up-left and
+    down-right (reflect padding)."""
+    if level == 0:
+        return model(x).float()
+
+    def mirrored(v):
+        return 0.5 * (model(v).float() + model(v.flip(-1)).float())
+
+    base = mirrored(x)
+    if level == 1:
+        return base
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    return 0.5 * base + 0.25 * (mirrored(padded[..., :h, :w]) + mirrored(padded[..., 2:, 2:]))
+
+
 @torch.no_grad()
-def evaluate(model, loader: BatchLoader, amp) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in [0, 1]) of ``model`` in eval mode over ``loader``."""
+def evaluate(model, loader: BatchLoader, amp, tta: int = 0) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy in [0, 1]) of ``model`` in eval mode over ``loader``, with ``tta`` (:func:`tta_logits`)."""
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=loader.device)
     correct = torch.zeros((), device=loader.device, dtype=torch.long)
     for x, y, _ in loader:
         with amp:
-            logits = model(x)
-        loss += F.cross_entropy(logits.float(), y, reduction="sum")
+            logits = tta_logits(model, x, tta)
+        loss += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
     n = loader.num_samples
@@ -47,7 +65,7 @@ def fit(cfg: TrainConfig, model, opt, loader: BatchLoader, test_loader: BatchLoa
     _, peak_lr = resolve_optimizer(cfg)
     steps_per_epoch, total_steps, ev = len(loader), cfg.epochs * len(loader), cfg.eval_split
     state = TrainState(model=model, optimizer=opt, cfg=cfg, step=start_epoch * steps_per_epoch, train=train_ds, run_dir=run.path,
-                       norm=loader.norm)
+                       norm=loader.norm, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
     history = run.metrics()
     t_run = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
@@ -96,7 +114,7 @@ def fit(cfg: TrainConfig, model, opt, loader: BatchLoader, test_loader: BatchLoa
             line["train_ce"] = ce_sum.item() / ce_seen
         last = epoch == cfg.epochs - 1 or (cfg.max_steps and state.step >= cfg.max_steps)
         if (epoch + 1) % cfg.eval_every == 0 or last:
-            line[f"{ev}_loss"], line[f"{ev}_acc"] = evaluate(fwd, test_loader, amp)
+            line[f"{ev}_loss"], line[f"{ev}_acc"] = evaluate(fwd, test_loader, amp, cfg.tta)
         for key in ("train_loss", f"{ev}_loss"):  # a diverged run is an error, never a finished run at chance accuracy
             if key in line and not math.isfinite(line[key]):
                 raise PstFastError(f"epoch {epoch + 1}: the {key.replace('_', ' ')} is {line[key]} (training diverged; lower --lr, "

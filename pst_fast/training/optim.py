@@ -42,6 +42,10 @@ def lr_factor(cfg, step: int, total_steps: int, steps_per_epoch: int) -> float:
     if cfg.schedule == "onecycle":  # linear up for warm-up steps, linear down to 0 at the end
         warm = max(warm, 1)
         return (step + 1) / warm if step < warm else max(0.0, (total_steps - step) / max(1, total_steps - warm))
+    if cfg.schedule == "triangle":  # airbench: 0.2 -> 1 over the warm-up, then down to 0.07 at the last step
+        if step < warm:
+            return 0.2 + 0.8 * step / warm
+        return 1.0 - 0.93 * (step - warm) / max(1, total_steps - warm)
     if step < warm:
         return (step + 1) / warm
     if cfg.schedule == "constant":

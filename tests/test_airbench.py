@@ -1,0 +1,118 @@
+"""The airbench94 recipe's parts, each against what it must compute: the whitening stem, the identity-initialized
+convolutions, the BatchNorm bias gain (= airbench's 64x bias learning rate), the triangle schedule, lookahead,
+test-time augmentation and the preset."""
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pst_fast.models import create_model
+from pst_fast.models.airbench import BIAS_GAIN, UnitScaleBatchNorm, Whiten, identity_conv
+from pst_fast.run import resolve
+from pst_fast.training.config import TrainConfig
+from pst_fast.training.hooks import TrainState
+from pst_fast.training.lookahead import BASE, EVERY, POWER, Lookahead
+from pst_fast.training.loop import tta_logits
+from pst_fast.training.optim import lr_factor
+
+
+def test_whitening_filters_whiten_the_patches():
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(3, 3, generator=g)
+    images = torch.einsum("dc,nchw->ndhw", mix, torch.randn(64, 3, 16, 16, generator=g)) + 0.3  # correlated channels
+    w = Whiten(3, 2)
+    w.fit(images)
+    out = F.conv2d(images, w.weight)                         # without the bias: the whitened patches
+    flat = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = flat.T @ flat / len(flat)
+    eig = torch.linalg.eigvalsh(cov)
+    assert torch.allclose(cov, torch.diag(torch.diagonal(cov)), atol=1e-3)  # decorrelated
+    assert eig.min() > 0.9 and eig.max() < 1.0 + 1e-4                        # unit variance (up to WHITEN_EPS)
+    assert torch.equal(w.weight[12:], -w.weight[:12])
+    assert [n for n, _ in w.named_parameters()] == ["bias"]                    # the filters are never trained
+
+
+def test_identity_init_and_bias_gain():
+    conv = identity_conv(4, 6)
+    x = torch.randn(2, 4, 5, 5)
+    assert torch.allclose(conv(x)[:, :4], x)
+    # SGD on the stored bias b/8 moves the effective bias like SGD on b with 64x the lr, with the same weight decay
+    bn = UnitScaleBatchNorm(3)
+    plain = torch.zeros(3, requires_grad=True)
+    x = torch.randn(8, 3, 4, 4)
+    target = torch.randn(8, 3, 4, 4)
+    lr, wd = 0.01, 0.1
+    opt_a = torch.optim.SGD([bn.scaled_bias], lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
+    opt_b = torch.optim.SGD([plain], lr=lr * BIAS_GAIN ** 2, momentum=0.9, nesterov=True, weight_decay=wd / BIAS_GAIN ** 2)
+    norm = torch.nn.BatchNorm2d(3, eps=1e-12, momentum=0.4, affine=False)
+    for _ in range(3):
+        for opt, out in ((opt_a, bn(x)), (opt_b, norm(x) + plain.view(1, -1, 1, 1))):
+            opt.zero_grad()
+            ((out - target) ** 2).mean().backward()
+            opt.step()
+        assert torch.allclose(BIAS_GAIN * bn.scaled_bias, plain, atol=1e-6)
+
+
+def test_triangle_schedule():
+    cfg = dataclasses.replace(TrainConfig(), schedule="triangle", warmup_epochs=2.0)
+    factors = [lr_factor(cfg, s, 100, 10) for s in range(101)]
+    assert factors[0] == pytest.approx(0.2) and factors[20] == pytest.approx(1.0) and factors[100] == pytest.approx(0.07)
+    assert max(factors) == pytest.approx(1.0) and factors.index(max(factors)) == 20
+
+
+def _state(model, step, total=40, per_epoch=5):
+    return TrainState(model=model, optimizer=None, cfg=TrainConfig(), step=step, steps_per_epoch=per_epoch, total_steps=total)
+
+
+def test_lookahead_blends_every_fifth_step_and_ends_on_the_ema():
+    model = torch.nn.Linear(2, 1, bias=False)
+    la = Lookahead()
+    seen = {}  # step -> (weights before the hook, EMA before the hook, weights after)
+    for step in range(1, 41):
+        w_in, ema_in = model.weight.detach().clone(), None if la.ema is None else la.ema["weight"].clone()
+        la(_state(model, step))
+        seen[step] = (w_in, ema_in, model.weight.detach().clone())
+        with torch.no_grad():
+            model.weight.add_(1.0)  # the optimizer's step
+    assert all(torch.equal(w_in, w_out) for s, (w_in, _, w_out) in seen.items() if s < 15 or s % EVERY)  # epochs 0-2, off-steps
+    w_in, ema_in, w_out = seen[15]
+    assert ema_in is None and torch.equal(w_out, w_in)  # the EMA starts at the weights of epoch 3
+    w_in, ema_in, w_out = seen[20]
+    assert torch.allclose(w_out, ema_in.lerp(w_in, 1 - BASE ** EVERY * (20 / 40) ** POWER))
+    assert torch.equal(seen[40][2], la.ema["weight"])  # the last step leaves the model at the EMA
+    frozen = torch.nn.Linear(2, 1, bias=False)
+    frozen.weight.requires_grad_(False)
+    la = Lookahead()
+    la(_state(frozen, 15))
+    with torch.no_grad():
+        frozen.weight.zero_()  # a rollback of a frozen block is kept, not blended away
+    la(_state(frozen, 20))
+    assert torch.equal(frozen.weight, torch.zeros_like(frozen.weight))
+
+
+def test_tta_levels():
+    model = create_model("airbench").eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        base, mirror = model(x), model(x.flip(-1))
+        assert torch.equal(tta_logits(model, x, 0), base)
+        assert torch.allclose(tta_logits(model, x, 1), 0.5 * (base + mirror))
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        views = [x, padded[..., :32, :32], padded[..., 2:, 2:]]
+        mirrored = [0.5 * (model(v) + model(v.flip(-1))) for v in views]
+        assert torch.allclose(tta_logits(model, x, 2), 0.5 * mirrored[0] + 0.25 * (mirrored[1] + mirrored[2]), atol=1e-6)
+
+
+def test_preset_and_a_short_run(tmp_path):
+    spec = resolve(protocol="airbench94", max_steps=2, epochs=1, tta=1, out=str(tmp_path / "run"), quiet=True)
+    cfg = spec.cfg
+    assert (cfg.model, cfg.batch_size, cfg.lr, cfg.momentum, cfg.schedule, cfg.lookahead) == ("airbench", 1024, 1.5, 0.85, "triangle", True)
+    assert cfg.tta == 1  # an explicit option overrides the preset's 2
+    from pst_fast.run import train
+
+    summary = train(protocol="airbench94", max_steps=2, epochs=1, tta=1, out=str(tmp_path / "run"), quiet=True)
+    assert summary["steps"] == 2 and 0.0 <= summary["final_test_acc"] <= 1.0
+    weights = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    stem = weights.get("model", weights)["blocks.stem.0.weight"]
+    assert stem.abs().sum() > 0 and torch.equal(stem[12:], -stem[:12])  # whitened from the training images
