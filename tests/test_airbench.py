@@ -116,3 +116,49 @@ def test_preset_and_a_short_run(tmp_path):
     weights = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     stem = weights.get("model", weights)["blocks.stem.0.weight"]
     assert stem.abs().sum() > 0 and torch.equal(stem[12:], -stem[:12])  # whitened from the training images
+
+
+def test_alternating_flips_invert_every_other_epoch():
+    from pst_fast.data import open_splits
+    from pst_fast.data.loader import DeviceLoader, alternating_flips
+
+    f0, f1, f2 = (alternating_flips(1000, 3, e) for e in range(3))
+    assert (f0 ^ f1).all() and (f0 == f2).all() and 400 < f0.sum() < 600
+    assert not (f0 == alternating_flips(1000, 4, 0)).all()  # seeded
+    train, _ = open_splits("cifar10-mini")
+    small = train.subset(torch.arange(8).numpy())
+    loader = DeviceLoader(small, 8, shuffle=False, seed=3, crop_pad=0, alternate_flip=True)
+    (x0, _, _), = list(loader)
+    (x1, _, _), = list(loader)
+    plain = DeviceLoader(small, 8, shuffle=False, augment=False)
+    (clean, _, _), = list(plain)
+    flipped = torch.from_numpy(alternating_flips(8, 3, 0))
+    for b in range(8):  # epoch 0 flips exactly the bits' images, epoch 1 exactly the others
+        assert torch.equal(x0[b], clean[b].flip(-1) if flipped[b] else clean[b])
+        assert torch.equal(x1[b], clean[b] if flipped[b] else clean[b].flip(-1))
+
+
+def test_alternating_flips_in_the_tree_loaders(image_tree):
+    from pst_fast.data.folder import scan
+    from pst_fast.data.folder_loader import folder_loader
+    from pst_fast.data.loader import alternating_flips
+
+    split = scan(image_tree(per_class=5) / "train")
+    loader = folder_loader("fallback", split, batch_size=4, image_size=8, seed=2, alternate_flip=True)
+    for epoch in range(3):
+        assert (loader._views(epoch)[1] == alternating_flips(len(split), 2, epoch)).all()
+
+
+def test_attack_surrogates_fit_the_whitening_from_their_data():
+    from pst_fast.attacks.em import EMParams, Source, _surrogate
+    from pst_fast.data import open_splits
+
+    train, _ = open_splits("cifar10-mini")
+    source = Source.of(train.subset(torch.arange(200).numpy()), "cpu")
+    surrogate, _ = _surrogate(source, EMParams(model="airbench"), "cpu")
+    model = surrogate.model
+    x = source.norm.from01(source.clean(torch.arange(200)))
+    fitted = create_model("airbench")
+    fitted.data_init(x)
+    assert torch.allclose(model.blocks["stem"][0].weight, fitted.blocks["stem"][0].weight)
+    assert not torch.allclose(create_model("airbench").blocks["stem"][0].weight, fitted.blocks["stem"][0].weight)

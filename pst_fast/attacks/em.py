@@ -106,6 +106,7 @@ def to_levels(d: torch.Tensor) -> np.ndarray:
 
 def _surrogate(source: Source, p: EMParams, device) -> tuple[Surrogate, torch.optim.Optimizer]:
     model = create_model(surrogate_name(p.model, device), num_classes=source.num_classes).to(device, memory_format=torch.channels_last)
+    model.init_from(len(source.labels), lambda idx: source.norm.from01(source.clean(torch.from_numpy(idx).to(device))))
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
     return Surrogate(model, source.norm, device, compile=p.compile, amp=p.amp), opt
 

@@ -82,6 +82,7 @@ def rem(train: ImageDataset, p: REMParams, seed: int, device="cpu", progress=Tru
     n, (h, w, c) = len(labels), train.shape
     name = surrogate_name(p.model, device)
     model = create_model(name, num_classes=train.num_classes).to(device, memory_format=torch.channels_last)
+    model.init_from(n, lambda idx: train.norm.from01(images[torch.from_numpy(idx).to(device)].permute(0, 3, 1, 2).float() / 255))
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=0.9, weight_decay=5e-4)
     surrogate = Surrogate(model, train.norm, device, compile=p.compile, amp=p.amp)
     attack = PGD(steps=p.adv_steps, step_size=p.adv_step_size, eps=p.adv_eps, direction=1, random_start=True)

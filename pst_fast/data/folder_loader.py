@@ -25,7 +25,7 @@ import torch
 from ..errors import DataError, PstFastError
 from ..ops.augment import LAYOUTS
 from .folder import FolderSplit
-from .loader import Batch
+from .loader import Batch, alternating_flips
 from .normalization import IMAGENET, Normalization
 
 IMAGENET_MEAN, IMAGENET_STD = IMAGENET.mean, IMAGENET.std
@@ -86,7 +86,7 @@ class FolderLoader:
 
     def __init__(self, split: FolderSplit, batch_size: int = 256, image_size: int = 0, shuffle: bool = True, seed: int = 0,
                  augment: bool = True, device: str | torch.device = "cpu", drop_last: bool | None = None, flip: bool = True,
-                 shard_id: int = 0, num_shards: int = 1, norm: Normalization | None = None, layout: str = "nchw",
+                 alternate_flip: bool = False, shard_id: int = 0, num_shards: int = 1, norm: Normalization | None = None, layout: str = "nchw",
                  delta=None, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), crop_fraction: float = 0.875, workers: int | None = None):
         if batch_size <= 0:
             raise DataError(f"batch_size={batch_size}: expected a positive integer")
@@ -113,6 +113,7 @@ class FolderLoader:
         self.batch_size, self.shuffle, self.seed, self.augment = batch_size, shuffle, seed, augment
         self.drop_last = shuffle if drop_last is None else drop_last
         self.flip = flip and augment
+        self.alternate_flip = alternate_flip
         self.shard_id, self.num_shards = shard_id, num_shards
         self.lo, self.hi = shard_id * len(split) // num_shards, (shard_id + 1) * len(split) // num_shards
         self.norm, self.layout = norm or split.norm, layout
@@ -154,6 +155,8 @@ class FolderLoader:
             part = sizes[lo : lo + CHUNK]
             boxes.append(random_resized_boxes(part, rng.random((len(part), TRIES, 4)), self.scale, self.ratio))
             flips.append(rng.random(len(part)) < 0.5 if self.flip else np.zeros(len(part), bool))
+        if self.flip and self.alternate_flip:
+            flips = [alternating_flips(len(sizes), self.seed, epoch)]
         return np.concatenate(boxes).astype(np.float32), np.concatenate(flips)
 
     def plan(self, epoch: int) -> Plan:

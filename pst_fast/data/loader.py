@@ -49,6 +49,12 @@ def _as_tensor(a, device) -> torch.Tensor:
     return torch.from_numpy(np.array(a, copy=True)).to(device)  # a private, writable copy (sources may be memory-mapped)
 
 
+def alternating_flips(n: int, seed: int, epoch: int) -> np.ndarray:
+    """(n,) bool flips of airbench's alternating scheme: a fixed random bit per image (from ``seed``), inverted in odd
+    epochs, so every image is seen mirrored and not in every pair of epochs."""
+    return (np.random.default_rng([seed, 0xF11]).random(n) < 0.5) ^ bool(epoch % 2)
+
+
 class DeviceLoader:
     """Iterate over ``dataset`` in batches of ``batch_size`` on ``device``.
 
@@ -69,6 +75,7 @@ class DeviceLoader:
         drop_last: bool | None = None,
         crop_pad: int = 4,
         flip: bool = True,
+        alternate_flip: bool = False,
         norm: Normalization | None = None,
         layout: str = "nchw",
         out_dtype: torch.dtype = torch.float32,
@@ -94,6 +101,7 @@ class DeviceLoader:
         self.epoch = 0
         self.crop_pad = crop_pad if augment else 0
         self.flip = flip and augment
+        self.alternate_flip = alternate_flip
         self.norm = norm or dataset.norm
         self.layout = layout
         self.out_dtype = out_dtype
@@ -119,12 +127,15 @@ class DeviceLoader:
         g = self.generator()
         n = len(self.images)
         order = torch.randperm(n, generator=g, device=self.device) if self.shuffle else torch.arange(n, device=self.device)
+        flips = None
+        if self.flip and self.alternate_flip:
+            flips = torch.from_numpy(alternating_flips(n, self.seed, self.epoch)).to(self.device, torch.uint8)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = augment_batch(
                 self.images, idx, delta=self.delta, labels=self.labels if self.class_wise else None,
                 crop_pad=self.crop_pad, flip=self.flip, mean=self.norm.mean, std=self.norm.std,
-                layout=self.layout, out_dtype=self.out_dtype, generator=g,
+                layout=self.layout, out_dtype=self.out_dtype, generator=g, flips=None if flips is None else flips[idx],
             )
             yield Batch(x, self.labels[idx], idx)
         self.epoch += 1

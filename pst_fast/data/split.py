@@ -64,12 +64,14 @@ class Split(Protocol):
 @dataclasses.dataclass(frozen=True)
 class Reading:
     """How a run reads its splits (its options): ``loader`` (auto, dali or fallback) and ``image_size`` (px; 0 = the
-    training split's native side) for trees, ``crop_pad`` (random crop, zero padding) for canonical splits, ``flip`` for both."""
+    training split's native side) for trees, ``crop_pad`` (random crop, zero padding) for canonical splits, ``flip`` and
+    ``alternate_flip`` (:func:`~pst_fast.data.loader.alternating_flips` instead of random ones) for both."""
 
     loader: str = "auto"
     image_size: int = 0
     crop_pad: int = 4
     flip: bool = True
+    alternate_flip: bool = False
 
     def at(self, train: Split) -> "Reading":
         """This reading with ``image_size`` 0 resolved to ``train``'s native side: every split of a run is read at one size."""
@@ -153,9 +155,9 @@ def batch_loader(split: Split, batch_size: int, *, shuffle: bool = True, seed: i
         from .folder_loader import folder_loader
 
         return folder_loader(reading.loader, split, batch_size=batch_size, image_size=reading.image_size, shuffle=shuffle, seed=seed,
-                             augment=augment and resized_crops, drop_last=drop_last, flip=reading.flip, norm=norm, layout=layout,
-                             device=device)
+                             augment=augment and resized_crops, drop_last=drop_last, flip=reading.flip, alternate_flip=reading.alternate_flip,
+                             norm=norm, layout=layout, device=device)
     from .loader import DeviceLoader
 
     return DeviceLoader(split, batch_size, shuffle=shuffle, seed=seed, augment=augment, drop_last=drop_last, crop_pad=reading.crop_pad,
-                        flip=reading.flip, norm=norm, layout=layout, device=device)
+                        flip=reading.flip, alternate_flip=reading.alternate_flip, norm=norm, layout=layout, device=device)

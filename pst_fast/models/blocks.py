@@ -6,6 +6,7 @@ activation probes all address a model through these blocks. Inputs arrive alread
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +26,12 @@ class BlockModel(nn.Module):
 
     def data_init(self, images: torch.Tensor) -> None:
         """Data-dependent initialization from ``images`` (N, 3, H, W), normalized as the model's inputs; none by default."""
+
+    def init_from(self, num_rows: int, read) -> None:
+        """:meth:`data_init` on ``data_init_samples`` rows evenly strided over a training set of ``num_rows``;
+        ``read(idx)`` returns those rows ((B,) int64 numpy) as normalized (B, 3, H, W) images. Nothing when not needed."""
+        if self.data_init_samples and num_rows:
+            self.data_init(read(np.arange(0, num_rows, max(1, num_rows // self.data_init_samples))[:self.data_init_samples]))
 
     @property
     def block_names(self) -> list[str]:

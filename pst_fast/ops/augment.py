@@ -166,18 +166,21 @@ def _(images, idx, delta, delta_rows, shifts, flips, pad, scale, bias, out_dtype
 
 def augment_batch(images: torch.Tensor, idx: torch.Tensor, delta: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                   crop_pad: int = 4, flip: bool = True, mean=CIFAR10_MEAN, std=CIFAR10_STD, layout: str = "nchw",
-                  out_dtype: torch.dtype = torch.float32, generator: torch.Generator | None = None) -> torch.Tensor:
+                  out_dtype: torch.dtype = torch.float32, generator: torch.Generator | None = None,
+                  flips: torch.Tensor | None = None) -> torch.Tensor:
     """A training batch (B, C, H, W) from dataset rows ``idx`` (B,) of ``images`` (N, H, W, C) uint8.
 
     ``delta`` int8 is per sample (row ``idx[b]``) or, when ``labels`` (N,) is given, per class (row
     ``labels[idx[b]]``). Random crops (zero padding ``crop_pad``) and horizontal flips are drawn from
-    ``generator`` on the images' device; ``layout`` is 'nchw' or 'channels_last'.
+    ``generator`` on the images' device, unless ``flips`` (B,) uint8 gives the flips; ``layout`` is 'nchw' or
+    'channels_last'.
     """
     if layout not in LAYOUTS:
         raise PstFastError(f"augment_batch: layout={layout!r}: expected one of {', '.join(LAYOUTS)}")
     if isinstance(crop_pad, bool) or not isinstance(crop_pad, int) or crop_pad < 0:
         raise PstFastError(f"augment_batch: crop_pad={crop_pad!r}: expected an integer >= 0")
-    shifts, flips = draw_crop_flip(idx.shape[0], crop_pad, flip, generator, images.device)
+    shifts, drawn = draw_crop_flip(idx.shape[0], crop_pad, flip and flips is None, generator, images.device)
+    flips = drawn if flips is None else flips
     scale, bias = normalization(mean, std, images.device)
     delta_rows = None if delta is None else (idx if labels is None else labels[idx])
     return augment_op(images, idx, delta, delta_rows, shifts, flips, crop_pad, scale, bias, out_dtype, layout == "channels_last")

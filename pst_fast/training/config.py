@@ -38,6 +38,8 @@ class TrainConfig:
     grad_clip: float = opt(0.0, "clip the global gradient norm to this value; 0 = off", ge=0)
     crop_pad: int = opt(4, "random-crop padding in pixels (0 = no crop)", ge=0)
     flip: bool = opt(True, "random horizontal flip")
+    alternate_flip: bool = opt(False, "airbench's alternating flips instead of random ones: each image has a fixed random flip, "
+                               "inverted in odd epochs", later=True)
     lookahead: bool = opt(False, "airbench's lookahead: from epoch 3, every 5 steps the weights are pulled to an EMA of themselves "
                           "(decay 0.95^5 x (step/total)^3), and the run ends on the EMA", later=True)
     tta: int = opt(0, "test-time augmentation of the evaluation: 0 none, 1 mean logits of the image and its mirror, 2 airbench's "

@@ -3,7 +3,6 @@ canonical datasets, or ImageFolder trees scanned in place), their batch loaders,
 (:mod:`pst_fast.run`) and everything that rebuilds a finished run's inputs (offline SAL)."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .. import data
@@ -16,7 +15,7 @@ from .rundir import load_checkpoint
 
 def reading(cfg: TrainConfig) -> data.Reading:
     """How the run ``cfg`` reads its data (loader, image size, crop padding, flip)."""
-    return data.Reading(cfg.loader, cfg.image_size, cfg.crop_pad, cfg.flip)
+    return data.Reading(cfg.loader, cfg.image_size, cfg.crop_pad, cfg.flip, cfg.alternate_flip)
 
 
 def splits(cfg: TrainConfig, needs_arrays: str = "") -> tuple[data.Split, data.Split]:
@@ -38,9 +37,8 @@ def build_model(cfg: TrainConfig, num_classes: int, device: torch.device, train:
     with a data-dependent initialization (``data_init_samples``) reads it from ``train``, evenly strided over the split."""
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=num_classes)
-    if model.data_init_samples and train is not None:
-        idx = np.arange(0, len(train), max(1, len(train) // model.data_init_samples))[:model.data_init_samples]
-        model.data_init(train.norm.from01(train.pixels(idx, "cpu")))
+    if train is not None:
+        model.init_from(len(train), lambda idx: train.norm.from01(train.pixels(idx, "cpu")))
     if cfg.init:
         state = load_checkpoint(cfg.init)
         state = state.get("model", state)
