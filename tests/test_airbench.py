@@ -12,7 +12,7 @@ from pst_fast.models.airbench import BIAS_GAIN, UnitScaleBatchNorm, Whiten, iden
 from pst_fast.run import resolve
 from pst_fast.training.config import TrainConfig
 from pst_fast.training.hooks import TrainState
-from pst_fast.training.lookahead import BASE, EVERY, POWER, Lookahead
+from pst_fast.training.lookahead import BASE, EVERY, POWER, Lookahead, frozen_state_keys
 from pst_fast.training.loop import tta_logits
 from pst_fast.training.optim import lr_factor
 
@@ -89,6 +89,16 @@ def test_lookahead_blends_every_fifth_step_and_ends_on_the_ema():
         frozen.weight.zero_()  # a rollback of a frozen block is kept, not blended away
     la(_state(frozen, 20))
     assert torch.equal(frozen.weight, torch.zeros_like(frozen.weight))
+    block = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))  # a frozen block's BatchNorm statistics
+    block.requires_grad_(False)
+    assert frozen_state_keys(block) == {"0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                                        "1.num_batches_tracked"}
+    la = Lookahead()
+    block[1].running_mean.fill_(5.0)
+    la(_state(block, 15))
+    block[1].reset_running_stats()  # a rollback to initialization
+    la(_state(block, 20))
+    assert torch.equal(block[1].running_mean, torch.zeros(2)) and torch.equal(block[1].running_var, torch.ones(2))
 
 
 def test_tta_levels():

@@ -2,8 +2,8 @@
 
 From epoch ``START_EPOCH`` on, every ``EVERY`` optimizer steps the model's floating-point state (weights and BatchNorm
 statistics) is blended into an EMA with decay ``BASE ** EVERY * (step / total_steps) ** POWER`` and the model is set
-to the EMA; the run's last step leaves the model at the EMA. A parameter that does not require gradients (a block
-frozen by PST, rolled back to its initialization) is copied into the EMA as it is, never blended back.
+to the EMA; the run's last step leaves the model at the EMA. The state of a frozen module (a block held by PST, rolled
+back to its initialization: its parameters and its BatchNorm statistics) is copied into the EMA as it is, never blended.
 """
 from __future__ import annotations
 
@@ -12,6 +12,17 @@ import torch
 from .hooks import TrainState
 
 START_EPOCH, EVERY, BASE, POWER = 3, 5, 0.95, 3.0
+
+
+def frozen_state_keys(model: torch.nn.Module) -> set[str]:
+    """State-dict keys of the parameters that do not require gradients and of every buffer of a module whose parameters
+    (at least one, recursively) all do not."""
+    keys = {name for name, p in model.named_parameters() if not p.requires_grad}
+    for prefix, module in model.named_modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            keys |= {f"{prefix}.{name}" if prefix else name for name, _ in module.named_buffers()}
+    return keys
 
 
 class Lookahead:
@@ -25,7 +36,7 @@ class Lookahead:
         if state.step < START_EPOCH * state.steps_per_epoch or (state.step % EVERY and state.step != last):
             return
         model = state.model
-        frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+        frozen = frozen_state_keys(model)
         with torch.no_grad():
             current = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
             if self.ema is None:
