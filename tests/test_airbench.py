@@ -172,3 +172,18 @@ def test_attack_surrogates_fit_the_whitening_from_their_data():
     fitted.data_init(x)
     assert torch.allclose(model.blocks["stem"][0].weight, fitted.blocks["stem"][0].weight)
     assert not torch.allclose(create_model("airbench").blocks["stem"][0].weight, fitted.blocks["stem"][0].weight)
+
+
+def test_full_cifar_sweep_preset_plans():
+    """benchmarks/specs/cifar10-full.toml: 5 training sets x 3 defenses, every cell trained by the airbench94 recipe, EM
+    crafted with airbench as its surrogate."""
+    from pathlib import Path
+
+    from pst_fast.sweep import load_spec
+    from pst_fast.sweep.plan import expand
+
+    cells = expand(load_spec(Path(__file__).parents[1] / "benchmarks" / "specs" / "cifar10-full.toml"))
+    assert len(cells) == 15 and {c.model for c in cells} == {"airbench"}
+    assert {(dict(c.train)["schedule"], dict(c.train)["lookahead"], dict(c.train)["tta"]) for c in cells} == {("triangle", True, 2)}
+    em = {c.poison for c in cells if c.attack == "em"}
+    assert len(em) == 1 and dict(em.pop().params)["model"] == "airbench" and len({c.poison.id for c in cells if c.poison}) == 4
