@@ -31,8 +31,8 @@ class TrainConfig:
     momentum: float = opt(0.9, "SGD momentum", ge=0, lt=1)
     nesterov: bool = opt(True, "SGD with Nesterov momentum (pst_fast's default; the official UD protocol uses plain momentum)", later=True)
     weight_decay: float = opt(5e-4, "weight decay (decoupled for adamw; 0.05 is typical there)", ge=0)
-    schedule: str = opt("cosine", "learning-rate schedule after warm-up; triangle = airbench's: from 0.2x up to the peak over the warm-up, "
-                        "then linearly down to 0.07x", ("cosine", "onecycle", "constant", "triangle"))
+    schedule: str = opt("cosine", "learning-rate schedule after warm-up; triangle = airbench's: from 0.2 of the peak rate up to the peak over the warm-up, "
+                        "then linearly down to 0.07 of it", ("cosine", "onecycle", "constant", "triangle"))
     warmup_epochs: float = opt(1.0, "linear warm-up length in epochs (may be fractional)", ge=0)
     label_smoothing: float = opt(0.2, "cross-entropy label smoothing", ge=0, lt=1)
     grad_clip: float = opt(0.0, "clip the global gradient norm to this value; 0 = off", ge=0)
@@ -41,7 +41,7 @@ class TrainConfig:
     alternate_flip: bool = opt(False, "airbench's alternating flips instead of random ones: each image has a fixed random flip, "
                                "inverted in odd epochs", later=True)
     lookahead: bool = opt(False, "airbench's lookahead: from epoch 3, every 5 steps the weights are pulled to an EMA of themselves "
-                          "(decay 0.95^5 x (step/total)^3), and the run ends on the EMA", later=True)
+                          "(decay 0.95^5 · (step/total)^3), and the run ends on the EMA", later=True)
     tta: int = opt(0, "test-time augmentation of the evaluation: 0 none, 1 mean logits of the image and its mirror, 2 airbench's "
                    "mirror + 1-px translations", (0, 1, 2), later=True)
     eval_every: int = opt(1, "evaluate on the clean test split every k epochs (the last epoch always)", ge=1)
