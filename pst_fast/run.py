@@ -28,7 +28,7 @@ from .training.hooks import Hooks
 from .training.inputs import build_model, make_loaders, splits
 from .training.lookahead import Lookahead
 from .training.loop import fit
-from .training.optim import block_param_groups, make_optimizer
+from .training.optim import block_param_groups, freeze_first_block_after, make_optimizer
 from .training.protocols import with_protocol
 from .training.rundir import RunDir, load_checkpoint
 
@@ -86,6 +86,8 @@ def train(cfg: TrainConfig | None = None, hooks: Hooks | None = None, **options)
     if spec.sal is not None:
         hooks.on_epoch_end.append(SALRecorder(spec.sal, cfg, train_ds, test_ds, run.path, run.resume_point()[0], layout=loader.layout,
                                               device=device))
+    if cfg.stem_epochs:
+        hooks.on_epoch_end.append(freeze_first_block_after(cfg.stem_epochs))
     if cfg.lookahead:
         lookahead = Lookahead()
         hooks.on_step.append(lookahead)

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_noise_dataset
 
 from pst_fast.models import create_model
 from pst_fast.models.airbench import BIAS_GAIN, UnitScaleBatchNorm, Whiten, identity_conv
@@ -14,7 +15,7 @@ from pst_fast.training.config import TrainConfig
 from pst_fast.training.hooks import TrainState
 from pst_fast.training.lookahead import BASE, EVERY, POWER, Lookahead, frozen_state_keys
 from pst_fast.training.loop import tta_logits
-from pst_fast.training.optim import lr_factor
+from pst_fast.training.optim import freeze_first_block_after, lr_factor
 
 
 def test_whitening_filters_whiten_the_patches():
@@ -75,9 +76,9 @@ def test_lookahead_blends_every_fifth_step_and_ends_on_the_ema():
         seen[step] = (w_in, ema_in, model.weight.detach().clone())
         with torch.no_grad():
             model.weight.add_(1.0)  # the optimizer's step
-    assert all(torch.equal(w_in, w_out) for s, (w_in, _, w_out) in seen.items() if s < 15 or s % EVERY)  # epochs 0-2, off-steps
-    w_in, ema_in, w_out = seen[15]
-    assert ema_in is None and torch.equal(w_out, w_in)  # the EMA starts at the weights of epoch 3
+    assert all(torch.equal(w_in, w_out) for s, (w_in, _, w_out) in seen.items() if s % EVERY)  # off-steps
+    w_in, ema_in, w_out = seen[EVERY]
+    assert ema_in is None and torch.equal(w_out, w_in)  # the EMA starts at the weights of the first blend step
     w_in, ema_in, w_out = seen[20]
     assert torch.allclose(w_out, ema_in.lerp(w_in, 1 - BASE ** EVERY * (20 / 40) ** POWER))
     assert torch.equal(seen[40][2], la.ema["weight"])  # the last step leaves the model at the EMA
@@ -101,6 +102,31 @@ def test_lookahead_blends_every_fifth_step_and_ends_on_the_ema():
     assert torch.equal(block[1].running_mean, torch.zeros(2)) and torch.equal(block[1].running_var, torch.ones(2))
 
 
+def test_the_stem_freezes_after_its_epochs_and_stays_frozen_on_resume(tmp_path):
+    from pst_fast.run import train
+    from pst_fast.training.freeze import FreezeAwareSGD
+
+    data = write_noise_dataset(tmp_path / "noise", 64, 16)
+    train(protocol="airbench94", data=str(data), batch_size=16, epochs=2, stem_epochs=1, keep_checkpoints=True, quiet=True,
+          out=str(tmp_path / "run"))
+    bias_1 = torch.load(tmp_path / "run" / "epochs" / "0000.pt", weights_only=True)["blocks.stem.0.bias"]
+    assert bias_1.abs().sum() > 0                                            # trained in epoch 1
+    final = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert torch.equal(final.get("model", final)["blocks.stem.0.bias"], bias_1)  # frozen through epoch 2
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)  # what a resumed run loads
+    assert [g["name"] for g in ckpt["optimizer"]["param_groups"] if g.get("frozen")] == ["stem"]
+    model = create_model("airbench")                                         # ... and its optimizer is frozen again
+    opt = FreezeAwareSGD([{"params": [p], "name": n} for n, p in model.named_parameters()], lr=0.1)
+    saved = FreezeAwareSGD([{"params": [p], "name": n} for n, p in model.named_parameters()], lr=0.1)
+    saved.freeze("blocks.stem.0.bias")
+    opt.load_state_dict(saved.state_dict())
+    opt.sync_requires_grad()
+    assert not model.blocks["stem"][0].bias.requires_grad
+    state = TrainState(model=None, optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), cfg=None, epoch=0)
+    with pytest.raises(Exception, match="--stem-epochs 1: the optimizer SGD cannot freeze"):
+        freeze_first_block_after(1)(state)
+
+
 def test_tta_levels():
     model = create_model("airbench").eval()
     x = torch.randn(3, 3, 32, 32)
@@ -117,7 +143,8 @@ def test_tta_levels():
 def test_preset_and_a_short_run(tmp_path):
     spec = resolve(protocol="airbench94", max_steps=2, epochs=1, tta=1, out=str(tmp_path / "run"), quiet=True)
     cfg = spec.cfg
-    assert (cfg.model, cfg.batch_size, cfg.lr, cfg.momentum, cfg.schedule, cfg.lookahead) == ("airbench", 1024, 1.5, 0.85, "triangle", True)
+    assert (cfg.model, cfg.batch_size, cfg.lr, cfg.momentum, cfg.schedule, cfg.lookahead, cfg.stem_epochs) == \
+        ("airbench", 1024, 1.5, 0.85, "triangle", True, 3)
     assert cfg.tta == 1  # an explicit option overrides the preset's 2
     from pst_fast.run import train
 

@@ -40,8 +40,10 @@ class TrainConfig:
     flip: bool = opt(True, "random horizontal flip")
     alternate_flip: bool = opt(False, "airbench's alternating flips instead of random ones: each image has a fixed random flip, "
                                "inverted in odd epochs", later=True)
-    lookahead: bool = opt(False, "airbench's lookahead: from epoch 3, every 5 steps the weights are pulled to an EMA of themselves "
+    lookahead: bool = opt(False, "airbench's lookahead: every 5 steps the weights are pulled to an EMA of themselves "
                           "(decay 0.95^5 · (step/total)^3), and the run ends on the EMA", later=True)
+    stem_epochs: int = opt(0, "train the model's first block for this many epochs, then freeze it (airbench94: 3, its whitening "
+                           "bias); 0 = never freeze it", later=True, ge=0)
     tta: int = opt(0, "test-time augmentation of the evaluation: 0 none, 1 mean logits of the image and its mirror, 2 airbench's "
                    "mirror + 1-px translations", (0, 1, 2), later=True)
     eval_every: int = opt(1, "evaluate on the clean test split every k epochs (the last epoch always)", ge=1)

@@ -1,8 +1,9 @@
 """Lookahead on an exponential moving average of the weights, as airbench94 trains (written from its description).
 
-From epoch ``START_EPOCH`` on, every ``EVERY`` optimizer steps the model's floating-point state (weights and BatchNorm
-statistics) is blended into an EMA with decay ``BASE ** EVERY * (step / total_steps) ** POWER`` and the model is set
-to the EMA; the run's last step leaves the model at the EMA. The state of a frozen module (a block held by PST, rolled
+Every ``EVERY`` optimizer steps the model's floating-point state (weights and BatchNorm statistics) is blended into an
+EMA with decay ``BASE ** EVERY * (step / total_steps) ** POWER`` and the model is set to the EMA; the run's last step
+leaves the model at the EMA. The EMA starts at the weights of step ``EVERY`` where airbench's starts at the
+initialization: its first blend keeps (EVERY / total_steps) ** POWER · BASE ** EVERY (< 1e-6 at 480 steps) of them. The state of a frozen module (a block held by PST, rolled
 back to its initialization: its parameters and its BatchNorm statistics) is copied into the EMA as it is, never blended.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 
 from .hooks import TrainState
 
-START_EPOCH, EVERY, BASE, POWER = 3, 5, 0.95, 3.0
+EVERY, BASE, POWER = 5, 0.95, 3.0
 
 
 def frozen_state_keys(model: torch.nn.Module) -> set[str]:
@@ -33,7 +34,7 @@ class Lookahead:
 
     def __call__(self, state: TrainState) -> None:
         last = min(state.total_steps, state.cfg.max_steps or state.total_steps)
-        if state.step < START_EPOCH * state.steps_per_epoch or (state.step % EVERY and state.step != last):
+        if state.step % EVERY and state.step != last:
             return
         model = state.model
         frozen = frozen_state_keys(model)
