@@ -3,8 +3,9 @@
 Every ``EVERY`` optimizer steps the model's floating-point state (weights and BatchNorm statistics) is blended into an
 EMA with decay ``BASE ** EVERY * (step / total_steps) ** POWER`` and the model is set to the EMA; the run's last step
 leaves the model at the EMA. The EMA starts at the weights of step ``EVERY`` where airbench's starts at the
-initialization: its first blend keeps (EVERY / total_steps) ** POWER · BASE ** EVERY (< 1e-6 at 480 steps) of them. The state of a frozen module (a block held by PST, rolled
-back to its initialization: its parameters and its BatchNorm statistics) is copied into the EMA as it is, never blended.
+initialization: its first blend keeps (EVERY / total_steps) ** POWER · BASE ** EVERY (< 1e-6 at 480 steps) of them.
+The state of a frozen module (a block held by PST, rolled back to its initialization: its parameters and its BatchNorm
+statistics) is copied into the EMA as it is, never blended.
 """
 from __future__ import annotations
 

@@ -55,13 +55,13 @@ def lr_factor(cfg, step: int, total_steps: int, steps_per_epoch: int) -> float:
 
 
 def freeze_first_block_after(epochs: int):
-    """``on_epoch_end`` hook: once ``epochs`` epochs are done, freezes the optimizer's first group (the model's first
-    block; airbench94's whitening bias after 3 epochs). The frozen flag lives in the optimizer's state, so a resumed run
+    """``on_epoch_end`` hook: once ``epochs`` epochs are done, freezes the optimizer group of the model's first block
+    (airbench94's whitening bias after 3 epochs). The frozen flag lives in the optimizer's state, so a resumed run
     keeps it."""
     def hook(state) -> None:
         if state.epoch + 1 == epochs:
             if not hasattr(state.optimizer, "freeze"):
                 raise PstFastError(f"--stem-epochs {epochs}: the optimizer {type(state.optimizer).__name__} cannot freeze a "
                                    "parameter group (expected a pst_fast.training.freeze optimizer)")
-            state.optimizer.freeze(state.optimizer.param_groups[0]["name"])
+            state.optimizer.freeze(next(iter(state.model.blocks)))
     return hook
