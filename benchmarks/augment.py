@@ -1,11 +1,11 @@
 """augment_batch throughput: per-sample eager pipeline vs the fused op (torch reference, C++, Triton), same run.
 
-CIFAR-shaped uint8 data (N x 32 x 32 x 3) with a per-sample int8 δ, batch 512, crop pad 4 + flip,
-float32 output in NCHW and channels_last. Prints images/s (median over repeats, spread = (max-min)/median),
+CIFAR-shaped uint8 data (N x 32 x 32 x 3) with a per-sample int8 δ, batch 512, crop pad 4 (zero padding, or
+reflect with --pad-mode reflect) + flip, float32 output in NCHW and channels_last. Prints images/s (median over repeats, spread = (max-min)/median),
 the ratio to the per-sample baseline of the same layout, and the achieved memory traffic (uint8 image
 + int8 δ read, float32 written) as a fraction of a large torch copy measured at the start of the run.
 Triton rows appear only when CUDA is present.
-Usage: python benchmarks/augment.py [--quick] [--rows N] [--batch 512] [--repeat 7] [--threads T]
+Usage: python benchmarks/augment.py [--quick] [--rows N] [--batch 512] [--repeat 7] [--threads T] [--pad-mode zero|reflect]
 """
 import argparse
 import itertools
@@ -21,7 +21,7 @@ from pst_fast.ops.augment import CIFAR10_MEAN, CIFAR10_STD, augment_batch
 PAD = 4
 
 
-def per_sample_pipeline(images, delta, mean, std, channels_last):
+def per_sample_pipeline(images, delta, mean, std, channels_last, pad_mode="zero"):
     """The eager torchvision-style baseline: one image at a time (+δ, pad, random crop, flip, to float, normalize), then stack."""
     H, W = images.shape[1:3]
     mean, std = torch.tensor(mean, device=images.device)[:, None, None], torch.tensor(std, device=images.device)[:, None, None]
@@ -30,7 +30,7 @@ def per_sample_pipeline(images, delta, mean, std, channels_last):
         out = []
         for i in idx.tolist():
             x = (images[i].to(torch.int16) + delta[i]).clamp_(0, 255).to(torch.uint8).permute(2, 0, 1)
-            x = F.pad(x, (PAD, PAD, PAD, PAD))
+            x = F.pad(x, (PAD,) * 4) if pad_mode == "zero" else F.pad(x.float(), (PAD,) * 4, mode="reflect")
             dy, dx = torch.randint(0, 2 * PAD + 1, (2,)).tolist()
             x = x[:, dy : dy + H, dx : dx + W]
             if torch.rand(()) < 0.5:
@@ -42,10 +42,10 @@ def per_sample_pipeline(images, delta, mean, std, channels_last):
     return run
 
 
-def fused(images, delta, layout, backend_name, generator):
+def fused(images, delta, layout, backend_name, generator, pad_mode="zero"):
     def run(idx):
         os.environ["PST_FAST_BACKEND"] = backend_name
-        return augment_batch(images, idx, delta=delta, crop_pad=PAD, layout=layout, generator=generator)
+        return augment_batch(images, idx, delta=delta, crop_pad=PAD, layout=layout, generator=generator, pad_mode=pad_mode)
 
     return run
 
@@ -79,6 +79,7 @@ def main():
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--repeat", type=int, default=None, help="measured samples per row (default 7, 5 with --quick)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and the C++ op (default: all)")
+    p.add_argument("--pad-mode", choices=("zero", "reflect"), default="zero", help="the crops' padding (default zero)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)  # the extension shares torch's OpenMP runtime, so this bounds both
@@ -92,17 +93,17 @@ def main():
     copy_gbs = copy_bandwidth_gbs(device)
     threads = backend.native().num_threads() if backend.native() else torch.get_num_threads()
     print(f"device {device}, {threads} threads, {rows} x 32x32x3 uint8 + per-sample int8 delta, batch {a.batch}, "
-          f"crop pad {PAD} + flip, float32 out; torch copy {copy_gbs:.2f} GB/s (read + written, measured)")
+          f"crop pad {PAD} ({a.pad_mode}) + flip, float32 out; torch copy {copy_gbs:.2f} GB/s (read + written, measured)")
 
     backends = ["reference"] + (["cpu"] if device == "cpu" and backend.native() else []) + (["triton"] if device == "cuda" else [])
     bytes_per_batch = a.batch * 32 * 32 * 3 * (1 + 1 + 4)  # image + delta read, float32 written
     print(f"{'pipeline':<31} {'layout':<14} {'images/s':>9} {'spread':>7} {'GB/s':>6} {'of copy':>8}  vs (a)")
     for layout in ("nchw", "channels_last"):
         cl = layout == "channels_last"
-        baseline = per_sample_pipeline(images, delta, CIFAR10_MEAN, CIFAR10_STD, cl)
+        baseline = per_sample_pipeline(images, delta, CIFAR10_MEAN, CIFAR10_STD, cl, a.pad_mode)
         variants = [("(a) per-sample eager", baseline, 3 * min_seconds, 3)]
         names = {"reference": "(b) fused op, torch reference", "cpu": "(c) fused op, C++", "triton": "(d) fused op, Triton"}
-        variants += [(names[b], fused(images, delta, layout, b, gen), min_seconds, repeat) for b in backends]
+        variants += [(names[b], fused(images, delta, layout, b, gen, a.pad_mode), min_seconds, repeat) for b in backends]
         base = None
         for name, fn, secs, reps in variants:
             t = measure(lambda: fn(next(batches)), repeat=reps, warmup=2, device=device, min_seconds=secs)

@@ -12,7 +12,8 @@ import triton.language as tl
 @triton.jit
 def _augment_kernel(img_ptr, idx_ptr, dlt_ptr, drow_ptr, shift_ptr, flip_ptr, scale_ptr, bias_ptr, out_ptr,
                     H, W, pad, s_ob, s_oc, s_oh, s_ow,
-                    C: tl.constexpr, HAS_DELTA: tl.constexpr, NORMALIZE: tl.constexpr, BLOCK: tl.constexpr):
+                    C: tl.constexpr, HAS_DELTA: tl.constexpr, REFLECT: tl.constexpr, NORMALIZE: tl.constexpr,
+                    BLOCK: tl.constexpr):
     b = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     in_range = offs < H * W
@@ -23,6 +24,9 @@ def _augment_kernel(img_ptr, idx_ptr, dlt_ptr, drow_ptr, shift_ptr, flip_ptr, sc
     flip = tl.load(flip_ptr + b) != 0
     sy = y + dy - pad
     sx = tl.where(flip, W - 1 - x, x) + dx - pad
+    if REFLECT:  # mirror about the edge pixels (pad < H, W): every pixel reads the image
+        sy = tl.where(sy < 0, -sy, tl.where(sy >= H, 2 * (H - 1) - sy, sy))
+        sx = tl.where(sx < 0, -sx, tl.where(sx >= W, 2 * (W - 1) - sx, sx))
     inside = in_range & (sy >= 0) & (sy < H) & (sx >= 0) & (sx < W)
     pix = (sy * W + sx) * C  # offset within one image; only dereferenced where inside
     plane = H * W * C
@@ -41,7 +45,7 @@ def _augment_kernel(img_ptr, idx_ptr, dlt_ptr, drow_ptr, shift_ptr, flip_ptr, sc
             tl.store(dst + c * s_oc, v.to(tl.uint8), mask=in_range)
 
 
-def augment_triton(images, idx, delta, delta_rows, shifts, flips, pad, scale, bias, out, block: int = 256):
+def augment_triton(images, idx, delta, delta_rows, shifts, flips, pad, reflect, scale, bias, out, block: int = 256):
     """Fill ``out`` (B, C, H, W) float32/bfloat16/uint8, any strides, from ``images`` (N, H, W, C) uint8.
 
     Arguments as ``pst_fast.ops.augment.augment_reference`` (already validated); ``delta=None`` compiles
@@ -54,5 +58,5 @@ def augment_triton(images, idx, delta, delta_rows, shifts, flips, pad, scale, bi
         images, idx.contiguous(), delta if has_delta else images, delta_rows.contiguous() if has_delta else idx,
         shifts.contiguous(), flips.to(torch.uint8).contiguous(), scale, bias, out,
         H, W, pad, *out.stride(),
-        C=C, HAS_DELTA=has_delta, NORMALIZE=out.dtype != torch.uint8, BLOCK=block,
+        C=C, HAS_DELTA=has_delta, REFLECT=bool(reflect), NORMALIZE=out.dtype != torch.uint8, BLOCK=block,
     )

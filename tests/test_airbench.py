@@ -143,8 +143,8 @@ def test_tta_levels():
 def test_preset_and_a_short_run(tmp_path):
     spec = resolve(protocol="airbench94", max_steps=2, epochs=1, tta=1, out=str(tmp_path / "run"), quiet=True)
     cfg = spec.cfg
-    assert (cfg.model, cfg.batch_size, cfg.lr, cfg.momentum, cfg.schedule, cfg.lookahead, cfg.stem_epochs) == \
-        ("airbench", 1024, 1.5, 0.85, "triangle", True, 3)
+    assert (cfg.model, cfg.batch_size, cfg.lr, cfg.momentum, cfg.schedule, cfg.lookahead, cfg.stem_epochs, cfg.crop_pad, cfg.pad_mode) == \
+        ("airbench", 1024, 1.5, 0.85, "triangle", True, 3, 2, "reflect")
     assert cfg.tta == 1  # an explicit option overrides the preset's 2
     from pst_fast.run import train
 
@@ -173,6 +173,27 @@ def test_alternating_flips_invert_every_other_epoch():
     for b in range(8):  # epoch 0 flips exactly the bits' images, epoch 1 exactly the others
         assert torch.equal(x0[b], clean[b].flip(-1) if flipped[b] else clean[b])
         assert torch.equal(x1[b], clean[b] if flipped[b] else clean[b].flip(-1))
+
+
+def test_reflect_padded_translations_in_the_loader():
+    """--pad-mode reflect: every training image is a 2-px translation of the image padded by reflection (F.pad), none
+    shows the zero padding's constant border; the offsets vary."""
+    import torch.nn.functional as F
+
+    from pst_fast.data import open_splits
+    from pst_fast.data.loader import DeviceLoader
+
+    train, _ = open_splits("cifar10-mini")
+    small = train.subset(torch.arange(16).numpy())
+    (x, _, _), = list(DeviceLoader(small, 16, shuffle=False, seed=1, crop_pad=2, pad_mode="reflect", flip=False))
+    (clean, _, _), = list(DeviceLoader(small, 16, shuffle=False, augment=False))
+    padded = F.pad(clean, (2, 2, 2, 2), mode="reflect")
+    offsets = set()
+    for b in range(16):
+        hits = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(x[b], padded[b, :, dy:dy + 32, dx:dx + 32])]
+        assert hits, b
+        offsets.add(hits[0])
+    assert len(offsets) > 3
 
 
 def test_alternating_flips_in_the_tree_loaders(image_tree):

@@ -13,26 +13,33 @@ from pst_fast.errors import PstFastError
 from pst_fast.ops.augment import _check, augment_batch, augment_op, augment_reference, draw_crop_flip, normalization
 
 
-def random_cases(n, seed=0, channels=(1, 3), max_side=12):
-    """(N, H, W, C, B, pad, mode) tuples; mode is 'none' | 'sample' | 'class' (δ per sample or per class)."""
+def random_cases(n, seed=0, channels=(1, 3), max_side=12, padding="zero"):
+    """(N, H, W, C, B, pad, mode, padding) tuples; mode is 'none' | 'sample' | 'class' (δ per sample or per class),
+    padding 'zero' | 'reflect' (then pad < H, W)."""
     rng = random.Random(seed)
     cases = []
     for i in range(n):
         H, W = rng.randint(1, max_side), rng.randint(1, max_side)
-        pad = rng.choice([p for p in (0, 2, 4) if p <= min(H, W)])
-        cases.append((rng.randint(1, 9), H, W, channels[i % len(channels)], rng.randint(1, 13), pad, ("none", "sample", "class")[i % 3]))
+        pads = (0, 2, 4) if padding == "zero" else (0, 1, 2, 3, 4)
+        pad = rng.choice([p for p in pads if p <= min(H, W) - (padding == "reflect")])
+        cases.append((rng.randint(1, 9), H, W, channels[i % len(channels)], rng.randint(1, 13), pad, ("none", "sample", "class")[i % 3],
+                      padding))
     return cases
 
 
-CASES = random_cases(24) + [
-    (16, 32, 32, 3, 33, 4, "sample"),  # CIFAR-shaped
-    (5, 6, 7, 4, 9, 2, "class"),       # the generic-C code path of the C++ kernel
-    (3, 4, 4, 3, 6, 4, "sample"),      # pad == H: whole crops can be padding
-    (1, 5, 3, 1, 1, 2, "none"),        # N = B = 1
+REFLECT = random_cases(12, seed=1, padding="reflect") + [
+    (16, 32, 32, 3, 33, 2, "sample", "reflect"),  # airbench's translations
+    (5, 5, 7, 4, 9, 4, "class", "reflect"),       # pad = H - 1: mirrored rows reach the far edge
 ]
+CASES = random_cases(24) + [
+    (16, 32, 32, 3, 33, 4, "sample", "zero"),  # CIFAR-shaped
+    (5, 6, 7, 4, 9, 2, "class", "zero"),       # the generic-C code path of the C++ kernel
+    (3, 4, 4, 3, 6, 4, "sample", "zero"),      # pad == H: whole crops can be padding
+    (1, 5, 3, 1, 1, 2, "none", "zero"),        # N = B = 1
+] + REFLECT
 
 
-def make_inputs(N, H, W, C, B, pad, mode, seed=0, classes=4):
+def make_inputs(N, H, W, C, B, pad, mode, padding="zero", seed=0, classes=4):
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (N, H, W, C), generator=g, dtype=torch.uint8)
     idx = torch.randint(0, N, (B,), generator=g)
@@ -44,17 +51,17 @@ def make_inputs(N, H, W, C, B, pad, mode, seed=0, classes=4):
         rows = idx if mode == "sample" else torch.randint(0, classes, (N,), generator=g)[idx]
     shifts, flips = draw_crop_flip(B, pad, True, g, "cpu")
     scale, bias = normalization(torch.rand(C, generator=g).tolist(), (0.1 + torch.rand(C, generator=g)).tolist())
-    return images, idx, delta, rows, shifts, flips, pad, scale, bias
+    return images, idx, delta, rows, shifts, flips, pad, padding == "reflect", scale, bias
 
 
-def per_sample(images, idx, delta, rows, shifts, flips, pad, scale, bias):
-    """torchvision order, one sample at a time: (+δ, clamp), zero-pad, crop, flip the crop, normalize."""
+def per_sample(images, idx, delta, rows, shifts, flips, pad, reflect, scale, bias):
+    """torchvision order, one sample at a time: (+δ, clamp), zero- or reflect-pad, crop, flip the crop, normalize."""
     out = []
     for b in range(len(idx)):
         v = images[idx[b]].int()
         if delta is not None:
             v = (v + delta[rows[b]]).clamp(0, 255)
-        v = F.pad(v.permute(2, 0, 1), (pad,) * 4)
+        v = F.pad(v.permute(2, 0, 1).float(), (pad,) * 4, mode="reflect" if reflect else "constant")
         dy, dx = shifts[b].tolist()
         v = v[:, dy : dy + images.shape[1], dx : dx + images.shape[2]]
         v = v.flip(2) if flips[b] else v
@@ -67,7 +74,7 @@ def run(monkeypatch, backend_name, args, out_dtype, cl):
     return augment_op(*args, out_dtype, cl)
 
 
-@pytest.mark.parametrize("case", CASES[:8] + CASES[-4:])
+@pytest.mark.parametrize("case", CASES[:8] + CASES[24:28] + REFLECT)
 def test_reference_matches_per_sample_pipeline(case):
     args = make_inputs(*case)
     torch.testing.assert_close(augment_reference(*args, torch.float32, False), per_sample(*args), atol=1e-6, rtol=0)
@@ -102,7 +109,7 @@ def test_extremes(monkeypatch):
     want[3] = 255                                      # 255 + 127 -> 255
     want[4, :, 2:, 1:] = 127                           # sy = y - 2, sx = (3 - x) + 1: rows 2.., columns 1..
     want[5, :, :2, 1:] = 127                           # sy = y + 2, sx = x - 1: rows ..1, columns 1..
-    args = (images, idx, delta, rows, shifts, flips, H, torch.ones(3), torch.zeros(3))
+    args = (images, idx, delta, rows, shifts, flips, H, False, torch.ones(3), torch.zeros(3))
     assert torch.equal(augment_reference(*args, torch.uint8, False), want)
     for cl in (False, True):
         assert torch.equal(run(monkeypatch, "cpu", args, torch.uint8, cl), want)
@@ -113,7 +120,24 @@ def test_pad_equal_to_size_gives_bias(monkeypatch):
     args = list(make_inputs(2, 3, 3, 3, 2, 3, "sample"))
     args[4] = torch.zeros(2, 2, dtype=torch.int64)  # dy = dx = 0 with pad = H = W: every source pixel is outside
     out = run(monkeypatch, "cpu", args, torch.float32, True)
-    torch.testing.assert_close(out, args[8][None, :, None, None].expand_as(out), atol=0, rtol=0)
+    torch.testing.assert_close(out, args[9][None, :, None, None].expand_as(out), atol=0, rtol=0)
+
+
+def test_reflect_padding_by_hand(monkeypatch):
+    """A 3x3 ramp padded by 2 and cropped at (0, 0) is the image mirrored both ways (flipped: mirrored vertically only);
+    a mirrored pixel carries the δ of the pixel it mirrors."""
+    images = torch.arange(9, dtype=torch.uint8).reshape(1, 3, 3, 1)
+    delta = torch.zeros(1, 3, 3, 1, dtype=torch.int8)
+    delta[0, 0, 0, 0] = 100
+    idx, rows = torch.zeros(2, dtype=torch.int64), torch.zeros(2, dtype=torch.int64)
+    shifts, flips = torch.zeros(2, 2, dtype=torch.int64), torch.tensor([0, 1], dtype=torch.uint8)
+    ramp = torch.arange(9).reshape(3, 3)
+    ramp[0, 0] = 100
+    want = torch.stack([ramp.flip(0).flip(1), ramp.flip(0)])[:, None].to(torch.uint8)
+    args = (images, idx, delta, rows, shifts, flips, 2, True, torch.ones(1), torch.zeros(1))
+    assert torch.equal(augment_reference(*args, torch.uint8, False), want)
+    for cl in (False, True):
+        assert torch.equal(run(monkeypatch, "cpu", args, torch.uint8, cl), want)
 
 
 def test_public_wrapper():
@@ -125,11 +149,15 @@ def test_public_wrapper():
     g = torch.Generator().manual_seed(3)
     shifts, flips = draw_crop_flip(8, 4, True, g, "cpu")
     scale, bias = normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-    by_hand = augment_reference(images, idx, delta, labels[idx], shifts, flips, 4, scale, bias, torch.float32, False)
+    by_hand = augment_reference(images, idx, delta, labels[idx], shifts, flips, 4, False, scale, bias, torch.float32, False)
     torch.testing.assert_close(seeded[0], by_hand, atol=1e-6, rtol=0)
     plain = augment_batch(images, idx, crop_pad=0, flip=False, mean=(0, 0, 0), std=(1, 1, 1), layout="channels_last")
     assert plain.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(plain, images[idx].permute(0, 3, 1, 2).float() / 255, atol=1e-6, rtol=0)
+    mirrored = augment_batch(images, idx, crop_pad=2, pad_mode="reflect", generator=torch.Generator().manual_seed(5))
+    shifts, flips = draw_crop_flip(8, 2, True, torch.Generator().manual_seed(5), "cpu")
+    torch.testing.assert_close(mirrored, augment_reference(images, idx, None, None, shifts, flips, 2, True, scale, bias, torch.float32, False),
+                               atol=1e-6, rtol=0)
 
 
 def _set(i, value):
@@ -149,7 +177,8 @@ def _set(i, value):
         (_set(4, torch.tensor([[0, -1], [0, 0]])), "shifts must lie"),
         (_set(5, torch.zeros(2, dtype=torch.float32)), "flips must be"),
         (_set(6, 9), "crop_pad=9"),
-        (_set(7, torch.ones(2)), "scale and bias"),
+        (lambda a: (_set(6, 8)(a), _set(7, True)(a)), "crop_pad=8 with reflect padding must be below 8"),
+        (_set(8, torch.ones(2)), "scale and bias"),
     ],
 )
 def test_bad_inputs(mutate, match):
@@ -172,6 +201,8 @@ def test_bad_wrapper_options():
         augment_batch(images, idx, layout="nhwc")
     with pytest.raises(PstFastError, match="crop_pad"):
         augment_batch(images, idx, crop_pad=-1)
+    with pytest.raises(PstFastError, match="pad_mode='mirror'"):
+        augment_batch(images, idx, pad_mode="mirror")
     with pytest.raises(PstFastError, match="out_dtype"):
         augment_batch(images, idx, out_dtype=torch.float16)
     with pytest.raises(PstFastError, match="std > 0"):
@@ -219,8 +250,8 @@ TRITON_SCRIPT = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, {tests!r})
-    from test_augment import CASES, triton_matches_reference
-    triton_matches_reference("cpu", CASES[:3] + CASES[-3:])
+    from test_augment import CASES, REFLECT, triton_matches_reference
+    triton_matches_reference("cpu", CASES[:3] + CASES[24:28] + REFLECT[-3:])
     print("TRITON_OK")
     """
 )

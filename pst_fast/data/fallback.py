@@ -59,7 +59,7 @@ class FallbackLoader(FolderLoader):
         delta = None if rows is None else torch.from_numpy(rows).to(dev)
         every = torch.arange(n, device=dev)
         return augment_op(buf.to(dev, non_blocking=True), every, delta, None if delta is None else every,
-                          torch.zeros(n, 2, dtype=torch.int64, device=dev), torch.from_numpy(v.flips).to(dev), 0, scale, bias,
+                          torch.zeros(n, 2, dtype=torch.int64, device=dev), torch.from_numpy(v.flips).to(dev), 0, False, scale, bias,
                           torch.float32, self.layout == "channels_last")
 
     def pixels(self, idx: np.ndarray) -> torch.Tensor:

@@ -74,6 +74,7 @@ class DeviceLoader:
         device: str | torch.device = "cpu",
         drop_last: bool | None = None,
         crop_pad: int = 4,
+        pad_mode: str = "zero",
         flip: bool = True,
         alternate_flip: bool = False,
         norm: Normalization | None = None,
@@ -100,6 +101,7 @@ class DeviceLoader:
         self.seed = seed
         self.epoch = 0
         self.crop_pad = crop_pad if augment else 0
+        self.pad_mode = pad_mode
         self.flip = flip and augment
         self.alternate_flip = alternate_flip
         self.norm = norm or dataset.norm
@@ -134,7 +136,7 @@ class DeviceLoader:
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = augment_batch(
                 self.images, idx, delta=self.delta, labels=self.labels if self.class_wise else None,
-                crop_pad=self.crop_pad, flip=self.flip, mean=self.norm.mean, std=self.norm.std,
+                crop_pad=self.crop_pad, pad_mode=self.pad_mode, flip=self.flip, mean=self.norm.mean, std=self.norm.std,
                 layout=self.layout, out_dtype=self.out_dtype, generator=g, flips=None if flips is None else flips[idx],
             )
             yield Batch(x, self.labels[idx], idx)

@@ -64,14 +64,16 @@ class Split(Protocol):
 @dataclasses.dataclass(frozen=True)
 class Reading:
     """How a run reads its splits (its options): ``loader`` (auto, dali or fallback) and ``image_size`` (px; 0 = the
-    training split's native side) for trees, ``crop_pad`` (random crop, zero padding) for canonical splits, ``flip`` and
-    ``alternate_flip`` (:func:`~pst_fast.data.loader.alternating_flips` instead of random ones) for both."""
+    training split's native side) for trees, ``crop_pad`` (random crop) and ``pad_mode`` (its padding: 'zero' or 'reflect')
+    for canonical splits, ``flip`` and ``alternate_flip`` (:func:`~pst_fast.data.loader.alternating_flips` instead of random
+    ones) for both."""
 
     loader: str = "auto"
     image_size: int = 0
     crop_pad: int = 4
     flip: bool = True
     alternate_flip: bool = False
+    pad_mode: str = "zero"
 
     def at(self, train: Split) -> "Reading":
         """This reading with ``image_size`` 0 resolved to ``train``'s native side: every split of a run is read at one size."""
@@ -160,4 +162,4 @@ def batch_loader(split: Split, batch_size: int, *, shuffle: bool = True, seed: i
     from .loader import DeviceLoader
 
     return DeviceLoader(split, batch_size, shuffle=shuffle, seed=seed, augment=augment, drop_last=drop_last, crop_pad=reading.crop_pad,
-                        flip=reading.flip, alternate_flip=reading.alternate_flip, norm=norm, layout=layout, device=device)
+                        pad_mode=reading.pad_mode, flip=reading.flip, alternate_flip=reading.alternate_flip, norm=norm, layout=layout, device=device)

@@ -37,6 +37,9 @@ class TrainConfig:
     label_smoothing: float = opt(0.2, "cross-entropy label smoothing", ge=0, lt=1)
     grad_clip: float = opt(0.0, "clip the global gradient norm to this value; 0 = off", ge=0)
     crop_pad: int = opt(4, "random-crop padding in pixels (0 = no crop)", ge=0)
+    pad_mode: str = opt("zero", "what the random crop's padding holds: zero (torchvision's RandomCrop) or reflect (the image "
+                        "mirrored about its edge pixels, airbench's translations; needs --crop-pad below the image side)",
+                        ("zero", "reflect"), later=True)
     flip: bool = opt(True, "random horizontal flip")
     alternate_flip: bool = opt(False, "airbench's alternating flips instead of random ones: each image has a fixed random flip, "
                                "inverted in odd epochs", later=True)

@@ -15,7 +15,7 @@ from .rundir import load_checkpoint
 
 def reading(cfg: TrainConfig) -> data.Reading:
     """How the run ``cfg`` reads its data (loader, image size, crop padding, flip)."""
-    return data.Reading(cfg.loader, cfg.image_size, cfg.crop_pad, cfg.flip, cfg.alternate_flip)
+    return data.Reading(cfg.loader, cfg.image_size, cfg.crop_pad, cfg.flip, cfg.alternate_flip, cfg.pad_mode)
 
 
 def splits(cfg: TrainConfig, needs_arrays: str = "") -> tuple[data.Split, data.Split]:

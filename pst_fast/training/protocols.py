@@ -10,9 +10,9 @@ crop (pad 4) + flip, and SAL in exact mode after every epoch. Options given expl
 for the trainer's mean loss): batch 1024; Nesterov SGD with momentum 0.85, lr 11.5 per 1024 examples in its decoupled
 form = 11.5 / (1 + 1 / (1 - 0.85)) = 1.5 on the mean loss, weight decay 0.0153 per 1024 examples = 0.0153 / 11.5 as the
 coupled coefficient at that lr (BatchNorm biases move 64× faster at the same decay: the model's bias gain); the
-triangle schedule (0.2 -> 1 over 23 % of 9.9 epochs -> 0.07); label smoothing 0.2; 2-px translations and alternating
-flips; lookahead; the whitening bias frozen after 3 epochs; mirror + translate test-time augmentation. Deviations
-(docs/recipes.md): 10 epochs instead of 9.9, zero instead of reflect padding for the translations.
+triangle schedule (0.2 -> 1 over 23 % of 9.9 epochs -> 0.07); label smoothing 0.2; 2-px translations with reflect
+padding and alternating flips; lookahead; the whitening bias frozen after 3 epochs; mirror + translate test-time
+augmentation. Deviations (docs/recipes.md): 10 epochs instead of 9.9.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ PROTOCOLS: dict[str, dict] = {
                         crop_pad=4, flip=True, sal="exact"),
     "airbench94": dict(model="airbench", epochs=10, batch_size=1024, optimizer="sgd", lr=1.5, momentum=0.85, nesterov=True,
                        weight_decay=0.0153 / 11.5, schedule="triangle", warmup_epochs=2.3, label_smoothing=0.2, grad_clip=0.0,
-                       crop_pad=2, flip=True, alternate_flip=True, lookahead=True, stem_epochs=3, tta=2),
+                       crop_pad=2, pad_mode="reflect", flip=True, alternate_flip=True, lookahead=True, stem_epochs=3, tta=2),
 }
 
 
