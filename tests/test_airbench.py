@@ -194,6 +194,10 @@ def test_reflect_padded_translations_in_the_loader():
         assert hits, b
         offsets.add(hits[0])
     assert len(offsets) > 3
+    from pst_fast.errors import DataError
+
+    with pytest.raises(DataError, match="--crop-pad 32 with --pad-mode reflect"):
+        DeviceLoader(small, 16, crop_pad=32, pad_mode="reflect")
 
 
 def test_alternating_flips_in_the_tree_loaders(image_tree):

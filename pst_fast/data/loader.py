@@ -102,6 +102,9 @@ class DeviceLoader:
         self.epoch = 0
         self.crop_pad = crop_pad if augment else 0
         self.pad_mode = pad_mode
+        side = min(self.images.shape[1:3])
+        if pad_mode == "reflect" and self.crop_pad >= side:  # checked here so that a run fails before it trains
+            raise DataError(f"--crop-pad {crop_pad} with --pad-mode reflect: expected below the image side {side} (one mirror image per side)")
         self.flip = flip and augment
         self.alternate_flip = alternate_flip
         self.norm = norm or dataset.norm
