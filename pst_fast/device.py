@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
 
 import torch
 
@@ -21,9 +23,28 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), as oneDNN sees it; True when torch cannot tell."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    print("pst-fast: warning: --amp on: this CPU has no native bf16 (no AVX512-BF16 or AMX), so bf16 autocast is emulated "
+          "and runs ~10x slower than float32 (docs/benchmarks.md); use --amp off", file=sys.stderr)
+
+
 def amp_enabled(amp: str, device) -> bool:
-    """``--amp`` on, off or auto (on for CUDA only) -> whether bf16 autocast runs on ``device``."""
-    return amp == "on" or (amp == "auto" and torch.device(device).type == "cuda")
+    """``--amp`` on, off or auto (on for CUDA only) -> whether bf16 autocast runs on ``device``.
+
+    Warns once per process (stderr) when bf16 runs on a CPU that emulates it."""
+    on = amp == "on" or (amp == "auto" and torch.device(device).type == "cuda")
+    if on and torch.device(device).type == "cpu" and not native_cpu_bf16():
+        _warn_emulated_bf16()
+    return on
 
 
 def autocast(device: torch.device, amp: str):

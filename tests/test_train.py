@@ -147,3 +147,16 @@ def test_cli_errors_are_one_line(synth, tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "unknown model" in r.stderr
     r = subprocess.run([sys.executable, "-m", "pst_fast", "train", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--label-smoothing" in r.stdout and "(default: 0.2)" in r.stdout
+
+
+@pytest.mark.parametrize("native, amp, warned", [(False, "on", True), (True, "on", False), (False, "off", False), (False, "auto", False)])
+def test_amp_on_warns_once_where_the_cpu_emulates_bf16(monkeypatch, capsys, native, amp, warned):
+    from pst_fast import device
+
+    monkeypatch.setattr(device, "native_cpu_bf16", lambda: native)
+    device._warn_emulated_bf16.cache_clear()
+    assert [device.amp_enabled(amp, "cpu") for _ in range(2)] == [amp == "on"] * 2
+    err = capsys.readouterr().err
+    assert err.count("no native bf16") == warned and (not warned or "--amp off" in err and "\n" not in err.rstrip("\n"))
+    device._warn_emulated_bf16.cache_clear()
+

@@ -56,7 +56,7 @@ class TrainConfig:
     compile: bool = opt(False, "torch.compile the model (CUDA: reduce-overhead mode, i.e. CUDA graphs)")
     channels_last: str = opt("auto", "channels_last memory format: on, off, or auto (on for CNNs)", ("auto", "on", "off"))
     amp: str = opt("auto", "bf16 autocast: on, off, or auto (on for CUDA only); on is faster on a CPU with AVX512-BF16 "
-                   "or AMX (measured: docs/benchmarks.md)", ("auto", "on", "off"))
+                   "or AMX and much slower on one without (measured: docs/benchmarks.md)", ("auto", "on", "off"))
     max_steps: int = opt(0, "stop after this many optimizer steps (smoke runs); 0 = no limit", ge=0)
     defense: str = opt("standard", "training-time defense ('pst-fast defenses' lists them)")
     defense_args: str = opt("", "the defense's own parameters as key=value pairs separated by commas, e.g. 'threshold=0.3,rollback=init'")
