@@ -79,7 +79,7 @@ def main():
     a = p.parse_args()
     peaks = Peaks.measure(a.device)
     print(f"device {a.device}, {peaks.threads} threads, matmul peaks (measured): float32 {peaks.matmul_gflops:.1f}, "
-          f"bfloat16 {peaks.matmul_bf16_gflops:.1f} GFLOP/s")
+          f"bfloat16 {peaks.bf16_label()}")
     print("| model | mode | images/s | spread | vs " + a.modes[0] + " | % of matmul peak (own precision) |\n|---|---|---|---|---|---|")
     for name in a.models:
         flops = 3 * model_info(name)["flops_per_image"] * a.batch

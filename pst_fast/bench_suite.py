@@ -59,7 +59,7 @@ def run_suite(quick: bool = False, only: list[str] | None = None, device: str = 
 
 def markdown(peaks: dict, entries: list[Entry], quick: bool) -> str:
     """The table: pst_fast's figure, the same-run baseline, the ratio and the fraction of the measured peak."""
-    head = "; ".join(f"{d}: {p.threads} threads, matmul float32 {p.matmul_gflops:.1f} / bfloat16 {p.matmul_bf16_gflops:.1f} GFLOP/s, "
+    head = "; ".join(f"{d}: {p.threads} threads, matmul float32 {p.matmul_gflops:.1f} / bfloat16 {p.bf16_label()}, "
                      f"copy {p.copy_gbs:.1f} GB/s"
                      for d, p in peaks.items())
     lines = [f"pst-fast bench{' --quick' if quick else ''} — peaks measured at the start ({head}). Rates are medians; ± is "

@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 
+from .device import native_cpu_bf16
+
 
 @dataclass
 class Timing:
@@ -117,13 +119,19 @@ class Peaks:
     matmul_gflops: float       # float32 n x n x n matmul
     copy_gbs: float            # bytes read + written by a large copy, per second / 1e9
     matmul_bf16_gflops: float = 0.0  # bfloat16 n x n x n matmul (the peak of bf16-autocast paths)
+    bf16_emulated: bool = False      # a CPU without AVX512-BF16 or AMX: the bf16 "peak" is software emulation
 
     @classmethod
     def measure(cls, device="cpu") -> "Peaks":
         """The peaks of ``device``; on CUDA from 8192³ products (1024³ leaves a GPU mostly idle between launches)."""
-        n = 8192 if torch.device(device).type == "cuda" else 1024
+        cpu = torch.device(device).type == "cpu"
+        n = 1024 if cpu else 8192
         return cls(str(device), torch.get_num_threads(), matmul_peak_gflops(device, n), copy_bandwidth_gbs(device),
-                   matmul_peak_gflops(device, n, dtype=torch.bfloat16))
+                   matmul_peak_gflops(device, n, dtype=torch.bfloat16), cpu and not native_cpu_bf16())
+
+    def bf16_label(self) -> str:
+        """The bf16 peak as printed, marked when the CPU emulates bf16."""
+        return f"{self.matmul_bf16_gflops:.1f} GFLOP/s" + (" (emulated: no AVX512-BF16 or AMX)" if self.bf16_emulated else "")
 
     def fraction(self, kind: str, per_second: float) -> float:
         """``per_second`` FLOP/s ('matmul', 'matmul-bf16') or bytes/s ('copy') as a fraction of the measured peak."""

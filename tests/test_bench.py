@@ -26,7 +26,7 @@ def test_every_suite_module_exposes_its_entry():
 
 
 def test_suite_runner_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
-    peaks = Peaks("cpu", 1, 100.0, 10.0)
+    peaks = Peaks("cpu", 1, 100.0, 10.0, 0.6, bf16_emulated=True)
     fake = types.ModuleType("pst_fast.benchmarks.fake")
     fake.suite = lambda quick, p: [entry("fast", "images/s", 100, Timing(0.5, 0.01, []), Timing(1.0, 0.01, []), "eager", p, "matmul", 5e9),
                                    entry("noisy", "images/s", 100, Timing(0.9, 0.5, []), Timing(1.0, 0.5, []), "eager", p, "copy", 1e9)]
@@ -41,4 +41,5 @@ def test_suite_runner_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
     assert recs[0]["peak_fraction"] == pytest.approx(5e9 / 0.5 / 1e9 / 100.0) and recs[1]["ratio"] is None
     table = (tmp_path / "b.md").read_text()
     assert "| fast | 200 images/s" in table and "2.00×" in table and "n/a (spread > difference)" in table
+    assert "bfloat16 0.6 GFLOP/s (emulated: no AVX512-BF16 or AMX)" in table
     assert main(["bench", "--only", "nope"]) == 2 and "unknown benchmark" in capsys.readouterr().err
