@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -256,3 +257,12 @@ def test_local_workers_claim_one_gpu_each(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert seen == ["3", "5", "3"]
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks" / "specs").glob("*.toml")))
+def test_every_shipped_spec_plans(path):
+    """Each spec under benchmarks/specs parses, expands to distinct cells and opens with a comment saying what it is for."""
+    spec_path = Path(__file__).parents[1] / "benchmarks" / "specs" / path
+    cells = expand(load_spec(spec_path))
+    assert cells and len({c.id for c in cells}) == len(cells)
+    assert spec_path.read_text().startswith("#"), f"{path}: starts with no comment saying what it is for"
