@@ -12,8 +12,8 @@ PKG = Path(__file__).resolve().parents[1] / "pst_fast"
 
 # bottom up: a unit may import only units of lower layers (or its own)
 LAYERS = [
-    {"errors", "text", "io", "options", "figures", "backend", "kernels", "benchmark", "checkout"},
-    {"ops", "models", "device"},
+    {"errors", "text", "io", "options", "figures", "backend", "kernels", "benchmark", "checkout", "device"},
+    {"ops", "models"},
     {"data", "pgd"},
     {"training", "tensorboard"},
     {"defenses", "metrics"},

@@ -115,6 +115,7 @@ def randomize_bn(model):
     (tiny_resnet, 3.0, 1.0),   # large steps: every layer hits the radius and is projected
 ])
 def test_engine_equals_reference_loop(noise, make, lr, l0):
+    torch.manual_seed(0)  # the ascent amplifies float32 rounding: a fixed model, not whatever the tests before left the RNG at
     model = randomize_bn(make())
     cfg = SALConfig(mode="exact", rounds=3, lr_min=lr, lr_max=lr)
     fast = sal_epoch(model, sal_data(noise), cfg, l0, label_smoothing=0.1)
