@@ -41,8 +41,9 @@ def amp_enabled(amp: str, device) -> bool:
     """``--amp`` on, off or auto (on for CUDA only) -> whether bf16 autocast runs on ``device``.
 
     Warns once per process (stderr) when bf16 runs on a CPU that emulates it."""
-    on = amp == "on" or (amp == "auto" and torch.device(device).type == "cuda")
-    if on and torch.device(device).type == "cpu" and not native_cpu_bf16():
+    kind = torch.device(device).type
+    on = amp == "on" or (amp == "auto" and kind == "cuda")
+    if on and kind == "cpu" and not native_cpu_bf16():
         _warn_emulated_bf16()
     return on
 

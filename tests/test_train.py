@@ -159,4 +159,3 @@ def test_amp_on_warns_once_where_the_cpu_emulates_bf16(monkeypatch, capsys, nati
     err = capsys.readouterr().err
     assert err.count("no native bf16") == warned and (not warned or "--amp off" in err and "\n" not in err.rstrip("\n"))
     device._warn_emulated_bf16.cache_clear()
-
